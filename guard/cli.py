@@ -1,0 +1,101 @@
+"""`guard run | check | demo` — the only place with sys.exit, logging set-up and the loop choice."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from guard.config import ConfigError, load_config, summarize
+
+DEFAULT_CONFIG = Path("config/guard.yaml")
+log = logging.getLogger("guard")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="guard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "serve"), ("check", "validate the config like nginx -t")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    sub.add_parser("demo", help="two simulated WAS instances with guard in front")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("GUARD_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "check":
+        sys.exit(check(args.config))
+    require_c_parsers()
+    if args.command == "run":
+        sys.exit(run(args.config))
+    from guard.demo import run_demo
+
+    sys.exit(run_loop(run_demo()))
+
+
+def check(path: Path) -> int:
+    try:
+        loaded = load_config(path)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(summarize(loaded))
+    return 0
+
+
+def require_c_parsers() -> None:
+    """Refuse to start on the pure-Python HTTP parsers: most past smuggling advisories
+    were in aiohttp's Python parser, and the data path needs httptools' llhttp."""
+    try:
+        import httptools  # noqa: F401
+        from aiohttp import http_parser
+    except ImportError as err:
+        sys.exit(f"guard: the C HTTP parser is unavailable ({err}); install httptools")
+    if os.environ.get("AIOHTTP_NO_EXTENSIONS") or http_parser.HttpRequestParser is getattr(
+        http_parser, "HttpRequestParserPy", None
+    ):
+        sys.exit(
+            "guard: aiohttp's C parser is unavailable (AIOHTTP_NO_EXTENSIONS is set or the "
+            "extension failed to build); refusing to start on the lenient pure-Python parser"
+        )
+
+
+def run(path: Path) -> int:
+    try:
+        load_config(path)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    from guard.serve import serve
+
+    return run_loop(serve(path))
+
+
+def run_loop(coro: object) -> int:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - non-Linux development machines
+        runner = asyncio.run
+    result = runner(coro)  # type: ignore[arg-type]
+    return int(result or 0)
+
+
+def install_signals(stop: asyncio.Event, reload_cb: object) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_cb)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Admission: whether a request may go to a backend now, and to which one.
+
+One Admission is built per configuration (and per worker); the data path calls match()
+and then admit() for every request, synchronously, so nothing can change in between.
+
+For a request whose rule match() found, admit() decides in this order:
+
+1. The client address is in ``block_ips``        -> Refusal "blocked", 403
+2. The rule has ``block: true``                  -> Refusal "blocked", 403
+3. The rule has ``bypass: true``                 -> Ticket on the least active backend that
+   is usable and not draining, even a full one, ignoring rate and every ceiling; None when
+   no backend is usable (the caller answers 502).
+4. Otherwise every check runs before anything changes:
+   a. the rule's rate: its bucket, or the client's bucket when ``per_client``
+                                                 -> "over_rate", 503 (429 when per_client)
+   b. the rule's ``max_active``                  -> "over_capacity", 503
+   c. the site's ``max_active``                  -> "over_capacity", 503
+   d. a backend: the least active relative to its ``max_active`` among those usable, not
+      full and not draining; ties are taken in turn (round robin)
+                                                 -> "over_capacity", 503 when there is none
+5. All passed: take the token and raise the site, rule, backend and (backend, rule)
+   counters; return a Ticket. A refused request consumes nothing: no token, no slot.
+
+"Usable" is Health.usable(): not in the cool-down that follows a connect failure.
+
+A Ticket holds the very Counter objects it raised. release() lowers them exactly once,
+however often it is called, and stays correct after a reload replaced the Admission, since
+counters live in the State (keyed by name) and the new Admission reads the same objects.
+
+Outcome counts are the caller's: admit() counts nothing, and the caller records exactly
+one outcome per request with record() (bad requests under ``default_rule``).
+
+Workers: ``share=(i, n)`` gives worker i of n a static part of every limit, so the limits
+hold across workers with no shared state. A ceiling C becomes C // n, plus 1 for the first
+C % n workers: the shares sum to exactly C (a worker whose share is 0 refuses for that
+scope, or never uses that backend). A rate R becomes R / n (sums to R); a burst B is split
+like a ceiling but at least 1 per worker (sums to B when B >= n). The cost: a worker may
+refuse while another still has room.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Any
+
+from guard.core.bucket import ClientBuckets, TokenBucket
+from guard.core.clock import Clock
+from guard.core.rules import CompiledRule, RuleTable
+from guard.core.spec import ConfigSpec, RuleSpec
+from guard.core.state import State
+from guard.core.stats import Outcome
+from guard.core.tickets import BackendSlot, Refusal, Ticket
+
+__all__ = ["Admission", "BackendSlot", "Refusal", "Ticket", "share_of"]
+
+_BLOCK_CACHE_SIZE = 4096  # cleared when full: an address-rotating flood cannot grow it
+
+
+def share_of(total: int, i: int, n: int) -> int:
+    """Worker i's part of ``total`` split over n workers; the parts sum to ``total``."""
+    q, r = divmod(total, n)
+    return q + (1 if i < r else 0)
+
+
+class Admission:
+    """The admission policy over one configuration. See the module docstring."""
+
+    def __init__(
+        self, config: ConfigSpec, state: State, clock: Clock, share: tuple[int, int] = (0, 1)
+    ) -> None:
+        worker, workers = share
+        if not 0 <= worker < workers:
+            raise ValueError(f"bad worker share {share}")
+        now = clock()
+        self.config = config
+        self.state = state
+        self.clock = clock
+        self.share = share
+        self.retry_after = config.retry_after_s
+        self.site = state.counter(("site",))
+        self.site_max_active = _split(config.max_active, share)
+        specs = config.rules
+        self.rules: tuple[CompiledRule, ...] = (
+            *(self._compile(spec, i, now) for i, spec in enumerate(specs)),
+            _default_rule(state, len(specs)),
+        )
+        self.default_rule = self.rules[-1]
+        self.table = RuleTable(self.rules[:-1], self.default_rule)
+        self.backends = tuple(
+            BackendSlot(
+                b,
+                share_of(b.max_active, worker, workers),
+                state.counter(("backend", b.name)),
+                state.health(b.name),
+            )
+            for b in config.backends
+        )
+        for slot in self.backends:
+            for rule in self.rules:
+                slot.pair_counters[rule.name] = state.counter(("pair", slot.name, rule.name))
+        self._next = 0  # round-robin start
+        self._block_nets = tuple(config.block_ips)
+        self._block_cache: dict[str, bool] = {}
+        self._refusals = {rule: _refusals(rule, self.retry_after) for rule in self.rules}
+
+    def _compile(self, spec: RuleSpec, index: int, now: float) -> CompiledRule:
+        worker, workers = self.share
+        rate = spec.rate
+        per_second: float | None = None
+        burst = 0
+        bucket: TokenBucket | None = None
+        client_buckets: ClientBuckets | None = None
+        if rate is not None:
+            per_second = rate.per_second / workers
+            burst = max(1, share_of(spec.effective_burst, worker, workers))
+            if spec.per_client:
+                limit = self.config.limits.max_tracked_clients
+                client_buckets = self.state.client_buckets(spec.name, per_second, burst, limit)
+            else:
+                bucket = self.state.bucket(spec.name, per_second, burst, now)
+        return CompiledRule(
+            name=spec.name,
+            index=index,
+            methods=None if spec.methods is None else frozenset(spec.methods),
+            max_active=_split(spec.max_active, self.share),
+            rate_per_second=per_second,
+            burst=burst,
+            per_client=client_buckets is not None,
+            reject=spec.action == "reject",
+            bypass=spec.bypass,
+            block=spec.block,
+            counter=self.state.counter(("rule", spec.name)),
+            stats=self.state.rule_stats(spec.name),
+            bucket=bucket,
+            client_buckets=client_buckets,
+            pattern=spec.path,
+            rate_text=None if rate is None else rate.text,
+        )
+
+    def match(self, method: str, path: str) -> CompiledRule:
+        return self.table.match(method, path)
+
+    def admit(self, rule: CompiledRule, client_ip: str) -> Ticket | Refusal | None:
+        """A Ticket, a Refusal, or None for a bypass rule with no usable backend."""
+        refusals = self._refusals.get(rule) or _refusals(rule, self.retry_after)
+        if self._block_nets and self._is_blocked(client_ip):
+            return refusals[3]
+        if rule.block:
+            return refusals[2]
+        now = self.clock()
+        if rule.bypass:
+            backend = self.pick_backend(now, True, None)
+            return None if backend is None else Ticket(self, rule, backend, now)
+        bucket = rule.bucket
+        if bucket is None and rule.client_buckets is not None:
+            bucket = rule.client_buckets.get(client_ip, now)
+        if bucket is not None and not bucket.has_token(now):
+            return refusals[1]
+        if rule.max_active is not None and rule.counter.value >= rule.max_active:
+            return refusals[0]
+        site_max = self.site_max_active
+        if site_max is not None and self.site.value >= site_max:
+            return refusals[0]
+        backend = self.pick_backend(now, False, None)
+        if backend is None:
+            return refusals[0]
+        if bucket is not None:
+            bucket.take()
+        return Ticket(self, rule, backend, now)
+
+    def pick_backend(
+        self, now: float, full_ok: bool, exclude: set[str] | None
+    ) -> BackendSlot | None:
+        """Least active relative to its ceiling among usable, not draining (and, unless
+        full_ok, not full) backends not in ``exclude``; ties in turn. Consumes nothing."""
+        backends = self.backends
+        count = len(backends)
+        best: BackendSlot | None = None
+        best_at = best_active = best_max = 0
+        for k in range(count):
+            at = self._next + k
+            if at >= count:
+                at -= count
+            b = backends[at]
+            health = b.health
+            if b.draining or (not health.up and now < health.down_until):  # usable(), inlined
+                continue
+            active = b.counter.value
+            if (active >= b.max_active and not full_ok) or (exclude and b.name in exclude):
+                continue
+            # active/max < best_active/best_max, in exact integer arithmetic.
+            if best is None or active * best_max < best_active * b.max_active:
+                best, best_at, best_active, best_max = b, at, active, b.max_active
+        if best is not None:
+            self._next = best_at + 1 if best_at + 1 < count else 0
+        return best
+
+    def _is_blocked(self, client_ip: str) -> bool:
+        cache = self._block_cache
+        hit = cache.get(client_ip)
+        if hit is None:
+            hit = _in_networks(client_ip, self._block_nets)
+            if len(cache) >= _BLOCK_CACHE_SIZE:
+                cache.clear()
+            cache[client_ip] = hit
+        return hit
+
+    def record(self, rule: CompiledRule, outcome: Outcome) -> None:
+        rule.stats.outcomes[outcome] += 1
+
+    def observe(self, rule: CompiledRule, seconds: float) -> None:
+        rule.stats.observe(seconds)
+
+    def upstream_error(self, backend_name: str, kind: str) -> None:
+        errors = self.state.upstream_errors
+        key = (backend_name, kind)
+        errors[key] = errors.get(key, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's view (its shares of the ceilings), per DESIGN.md "Snapshot"."""
+        return {
+            "site": {"active": self.site.value, "max_active": self.site_max_active},
+            "backends": [
+                {
+                    "name": b.name,
+                    "url": b.url,
+                    "active": b.counter.value,
+                    "max_active": b.max_active,
+                    "up": b.health.up,
+                    "draining": b.draining,
+                }
+                for b in self.backends
+            ],
+            "rules": [
+                {
+                    "name": r.name,
+                    "active": r.counter.value,
+                    "max_active": r.max_active,
+                    "rate": r.rate_text,
+                    "outcomes": dict(r.stats.outcomes),
+                }
+                for r in self.rules
+            ],
+            "pairs": [
+                {"backend": b.name, "rule": r.name, "active": b.pair_counters[r.name].value}
+                for b in self.backends
+                for r in self.rules
+            ],
+            "durations": {r.name: r.stats.histogram() for r in self.rules},
+            "upstream_errors": [
+                {"backend": backend, "kind": kind, "count": count}
+                for (backend, kind), count in self.state.upstream_errors.items()
+            ],
+        }
+
+
+def _split(ceiling: int | None, share: tuple[int, int]) -> int | None:
+    return None if ceiling is None else share_of(ceiling, *share)
+
+
+def _default_rule(state: State, index: int) -> CompiledRule:
+    """The implicit last rule: no limits, never blocks, never "reject"."""
+    return CompiledRule(
+        name="default",
+        index=index,
+        methods=None,
+        max_active=None,
+        rate_per_second=None,
+        burst=0,
+        per_client=False,
+        reject=False,
+        bypass=False,
+        block=False,
+        counter=state.counter(("rule", "default")),
+        stats=state.rule_stats("default"),
+        bucket=None,
+        client_buckets=None,
+    )
+
+
+def _refusals(rule: CompiledRule, retry_after: int) -> tuple[Refusal, Refusal, Refusal, Refusal]:
+    """Built once per rule so refusing allocates nothing: capacity, rate, block rule,
+    blocked client (never "reject": the client is refused whatever it asks for)."""
+    return (
+        Refusal("over_capacity", rule, 503, retry_after, rule.reject),
+        Refusal("over_rate", rule, 429 if rule.per_client else 503, retry_after, rule.reject),
+        Refusal("blocked", rule, 403, retry_after, rule.reject),
+        Refusal("blocked", rule, 403, retry_after, False),
+    )
+
+
+def _in_networks(client_ip: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        address = ip_address(client_ip)
+    except ValueError:  # not an IP (e.g. a unix socket peer): nothing to match
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        # A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+        mapped = address.ipv4_mapped
+        if any(mapped in net for net in networks):
+            return True
+    return any(address in net for net in networks)

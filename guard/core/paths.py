@@ -1,0 +1,157 @@
+"""Canonical request paths, computed the way a servlet container does.
+
+Rules match on the canonical path and the backend receives that same path, so what was
+matched is what the WAS routes: no encoding trick (``%2e%2e``, ``..;/``, ``//``, ``%65``)
+gets a request past ``/event/**`` or around a block rule.
+
+Order (Tomcat's): refuse ``%00`` ``%2F`` ``%5C``, backslash, ``#`` and non-ASCII; strip
+``;params`` from every segment; decode escapes of unreserved characters and upper-case the
+rest; merge ``//``; resolve ``.`` and ``..`` (refusing to climb above the root).
+
+Decoding only ever yields ALPHA DIGIT ``-._~``, never ``/`` or ``;``, so decoding the
+whole path before splitting it gives exactly the result of strip-then-decode per segment;
+the code does it in that cheaper order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_HEX = "0123456789abcdefABCDEF"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_FORBIDDEN = frozenset({"00", "2F", "5C"})  # NUL, '/', '\': never valid inside a segment
+
+
+def _escape_table() -> dict[str, str]:
+    """Two hex digits (any case) -> their replacement, for every allowed escape."""
+    table = {}
+    for hi in _HEX:
+        for lo in _HEX:
+            upper = (hi + lo).upper()
+            if upper in _FORBIDDEN:
+                continue
+            char = chr(int(upper, 16))
+            table[hi + lo] = char if char in _UNRESERVED else "%" + upper
+    return table
+
+
+_ESCAPES = _escape_table()
+
+
+class BadPath(ValueError):
+    """The request-target cannot be routed safely: answer 400."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalTarget:
+    path: str  # canonical path: what rules match (no params, no query)
+    forward: str  # what the backend receives: path [+ ;jsessionid=…] [+ ?query]
+
+
+def canonicalize(target: str) -> CanonicalTarget:
+    """Canonical path and forward target of a raw request-target (latin-1 str)."""
+    q = target.find("?")
+    path = target if q < 0 else target[:q]
+    # Fast path: with none of these, every step below is the identity. '.' only
+    # matters as a dot segment, which (with no '%' or ';') must appear as "/.".
+    if (
+        path[:1] == "/"
+        and target.isascii()  # O(1) on str
+        and "%" not in path
+        and ";" not in path
+        and "/." not in path
+        and "//" not in path
+        and "\\" not in path
+        and "#" not in target
+    ):
+        return CanonicalTarget(path, target)
+    return _canonicalize(target)
+
+
+def _canonicalize(target: str) -> CanonicalTarget:
+    if not target.isascii():
+        raise BadPath("non-ASCII character in request-target")
+    if "#" in target:
+        raise BadPath("fragment in request-target")
+    if target[:1] != "/":
+        target = _origin_form(target)
+    q = target.find("?")
+    path, query = (target, "") if q < 0 else (target[:q], target[q:])
+    if "\\" in path:
+        raise BadPath("backslash in path")
+    if "%" in path:
+        path = _decode(path)
+    segments = path.split("/")
+    last = segments[-1]
+    session = _session_param(last) if ";" in last else ""
+    canonical = _resolve(segments)
+    return CanonicalTarget(canonical, canonical + session + query)
+
+
+def _origin_form(target: str) -> str:
+    """The path?query of an absolute-form target (http[s]://host[:port]/path?query)."""
+    head = target[:8].lower()
+    if head.startswith("http://"):
+        rest = target[7:]
+    elif head.startswith("https://"):
+        rest = target[8:]
+    else:
+        raise BadPath("request-target must start with '/'")
+    end = len(rest)
+    for sep in "/?":
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    if end == 0:
+        raise BadPath("absolute-form request-target without a host")
+    rest = rest[end:]
+    return rest if rest[:1] == "/" else "/" + rest  # "" -> "/", "?q" -> "/?q"
+
+
+def _decode(path: str) -> str:
+    """Decode escapes of unreserved characters, upper-case the others, refuse bad ones."""
+    parts = path.split("%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        replacement = _ESCAPES.get(part[:2])
+        if replacement is None:
+            if part[:2].upper() in _FORBIDDEN:
+                raise BadPath("encoded NUL, slash or backslash in path")
+            raise BadPath("malformed percent-encoding in path")
+        out.append(replacement)
+        out.append(part[2:])
+    return "".join(out)
+
+
+def _session_param(segment: str) -> str:
+    """';jsessionid=…' of a segment's parameters, or '' (URL-rewritten sessions)."""
+    for param in segment.split(";")[1:]:
+        if param.startswith("jsessionid="):
+            return ";" + param
+    return ""
+
+
+def _resolve(segments: list[str]) -> str:
+    """Strip params, merge empty segments, resolve dot segments; segments[0] is ''."""
+    out: list[str] = []
+    seg = ""
+    for raw in segments[1:]:
+        cut = raw.find(";")
+        seg = raw if cut < 0 else raw[:cut]
+        if seg == "" or seg == ".":
+            continue
+        if seg == "..":
+            if not out:
+                raise BadPath("'..' climbs above the root")
+            out.pop()
+            continue
+        out.append(seg)
+    if not out:
+        return "/"
+    # A trailing '', '.' or '..' leaves a directory: keep (or add) the trailing slash.
+    tail = "/" if seg in ("", ".", "..") else ""
+    return "/" + "/".join(out) + tail

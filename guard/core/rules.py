@@ -1,0 +1,106 @@
+"""Rule patterns compiled once per config, and the first-match-wins rule table.
+
+Patterns: '*' matches within one segment (so '/shop/*.jsp' works), a '**' segment matches
+any number of segments, and '/x/**' also matches '/x' itself. Patterns are matched against
+canonical paths (guard.core.paths), case-sensitively.
+
+match() must not cost more as rules are added: rules are indexed by the literal first
+segment of their pattern. A path looks up only the rules for its own first segment, plus
+the rules whose first segment is a wildcard, which appear in every list in config order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from guard.core.bucket import ClientBuckets, TokenBucket
+from guard.core.state import Counter
+from guard.core.stats import RuleStats
+
+Matcher = Callable[[str], bool]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRule:
+    """A config rule with its live objects. Identity equality: rules are hashed by object."""
+
+    name: str
+    index: int  # position in config order; the default rule comes last
+    methods: frozenset[str] | None  # None: any method
+    max_active: int | None  # this worker's share of the rule ceiling
+    rate_per_second: float | None  # this worker's share of the rate
+    burst: int  # bucket capacity (0 without a rate)
+    per_client: bool
+    reject: bool  # action == "reject": JSON refusals even for browsers
+    bypass: bool
+    block: bool
+    counter: Counter
+    stats: RuleStats
+    bucket: TokenBucket | None  # rule-wide bucket
+    client_buckets: ClientBuckets | None  # per_client buckets
+    pattern: str = "/**"
+    rate_text: str | None = None  # as configured ("200/s"), for /status
+
+
+def compile_pattern(pattern: str) -> Matcher:
+    """A predicate on canonical paths. Literal and literal-prefix patterns avoid regexes."""
+    if not pattern.startswith("/"):
+        raise ValueError(f"rule pattern must start with '/': {pattern!r}")
+    if "*" not in pattern:
+        return pattern.__eq__
+    segments = pattern.split("/")[1:]
+    if segments[-1] == "**" and "*" not in "".join(segments[:-1]):
+        prefix = "/" + "/".join(segments[:-1]) if len(segments) > 1 else ""
+        slash_prefix = prefix + "/"
+        return lambda path: path == prefix or path.startswith(slash_prefix)
+    regex = "".join(
+        "(?:/.*)?" if seg == "**" else "/" + "[^/]*".join(map(re.escape, seg.split("*")))
+        for seg in segments
+    )
+    fullmatch = re.compile(regex, re.DOTALL).fullmatch
+    return lambda path: fullmatch(path) is not None
+
+
+def _first_segment(path: str) -> str:
+    end = path.find("/", 1)
+    return path[1:] if end < 0 else path[1:end]
+
+
+Candidate = tuple[frozenset[str] | None, Matcher, CompiledRule]
+
+
+class RuleTable:
+    """First match in config order wins; ``default`` when nothing matches."""
+
+    __slots__ = ("_index", "_wild", "default", "rules")
+
+    def __init__(self, rules: Sequence[CompiledRule], default: CompiledRule) -> None:
+        self.rules = tuple(rules)
+        self.default = default
+        entries = [(_index_key(r.pattern), _candidate(r)) for r in rules]
+        keys = {key for key, _ in entries if key is not None}
+        # Wildcard-first rules join every list at their config position: order is kept.
+        self._index: dict[str, tuple[Candidate, ...]] = {
+            key: tuple(c for k, c in entries if k is None or k == key) for key in keys
+        }
+        self._wild: tuple[Candidate, ...] = tuple(c for k, c in entries if k is None)
+
+    def match(self, method: str, path: str) -> CompiledRule:
+        end = path.find("/", 1)
+        first = path[1:] if end < 0 else path[1:end]
+        for methods, matches, rule in self._index.get(first, self._wild):
+            if (methods is None or method in methods) and matches(path):
+                return rule
+        return self.default
+
+
+def _candidate(rule: CompiledRule) -> Candidate:
+    return (rule.methods, compile_pattern(rule.pattern), rule)
+
+
+def _index_key(pattern: str) -> str | None:
+    """The literal first segment of a pattern, or None when it holds a wildcard."""
+    first = _first_segment(pattern)
+    return None if "*" in first else first

@@ -1,0 +1,123 @@
+"""Everything that must outlive one Admission: counters, backend health, buckets, stats.
+
+An Admission is rebuilt on every reload over the same State, and every long-lived object
+is looked up here by name. So a reload keeps active counts (a ticket admitted before the
+reload decrements the very Counter objects the new Admission reads), backend health,
+outcome counts and the token buckets of rules whose rate and burst did not change.
+
+The State protocol is the seam for a shared implementation (e.g. Redis) later;
+MemoryState is the in-process default.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from guard.core.bucket import ClientBuckets, TokenBucket
+from guard.core.stats import RuleStats
+
+CounterKey = tuple[str, ...]
+"""("site",), ("backend", name), ("rule", name), ("pair", backend, rule). Tuples, not
+joined strings, so no name can collide with another whatever characters it holds."""
+
+
+class Counter:
+    """An active-transaction count. A mutable cell so tickets can hold it directly."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class Health:
+    """Passive health of a backend.
+
+    mark_failure() takes it out of rotation for ``cooldown`` seconds. After the cooldown
+    usable() is True again, so the backend is tried again, but ``up`` (what metrics and
+    /status show) stays False until a request or health check succeeds (mark_success()).
+    """
+
+    __slots__ = ("down_until", "up")
+
+    def __init__(self) -> None:
+        self.up = True
+        self.down_until = 0.0
+
+    def mark_failure(self, now: float, cooldown: float) -> None:
+        self.up = False
+        self.down_until = now + cooldown
+
+    def mark_success(self) -> None:
+        self.up = True
+        self.down_until = 0.0
+
+    def usable(self, now: float) -> bool:
+        return self.up or now >= self.down_until
+
+
+class State(Protocol):
+    upstream_errors: dict[tuple[str, str], int]
+    """(backend name, kind) -> count."""
+
+    def counter(self, key: CounterKey) -> Counter:
+        """The same object for the same key for the process lifetime."""
+        ...
+
+    def health(self, name: str) -> Health: ...
+
+    def bucket(self, key: str, rate: float, burst: int, now: float) -> TokenBucket:
+        """The bucket kept under ``key`` while (rate, burst) is unchanged, else a new full one."""
+        ...
+
+    def client_buckets(
+        self, key: str, rate: float, burst: int, max_entries: int
+    ) -> ClientBuckets: ...
+
+    def rule_stats(self, name: str) -> RuleStats: ...
+
+
+class MemoryState:
+    """The in-memory State: dictionaries that grow only with the names ever configured."""
+
+    def __init__(self) -> None:
+        self._counters: dict[CounterKey, Counter] = {}
+        self._health: dict[str, Health] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._client_buckets: dict[str, ClientBuckets] = {}
+        self._stats: dict[str, RuleStats] = {}
+        self.upstream_errors: dict[tuple[str, str], int] = {}
+
+    def counter(self, key: CounterKey) -> Counter:
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = Counter()
+        return counter
+
+    def health(self, name: str) -> Health:
+        health = self._health.get(name)
+        if health is None:
+            health = self._health[name] = Health()
+        return health
+
+    def bucket(self, key: str, rate: float, burst: int, now: float) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.rate != rate or bucket.burst != burst:
+            bucket = self._buckets[key] = TokenBucket(rate, burst, now)
+        return bucket
+
+    def client_buckets(self, key: str, rate: float, burst: int, max_entries: int) -> ClientBuckets:
+        buckets = self._client_buckets.get(key)
+        if buckets is None or buckets.rate != rate or buckets.burst != burst:
+            buckets = self._client_buckets[key] = ClientBuckets(rate, burst, max_entries)
+        else:
+            # Same limits, new bound: keep the clients' buckets; a smaller bound trims
+            # the least recently seen on the next new client.
+            buckets.max_entries = max_entries
+        return buckets
+
+    def rule_stats(self, name: str) -> RuleStats:
+        stats = self._stats.get(name)
+        if stats is None:
+            stats = self._stats[name] = RuleStats()
+        return stats

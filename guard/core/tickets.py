@@ -1,0 +1,115 @@
+"""What admit() hands out: a Refusal, or a Ticket holding a slot on a BackendSlot.
+
+See guard.core.admission for the rules that decide between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from guard.core.rules import CompiledRule
+from guard.core.spec import BackendSpec
+from guard.core.state import Counter, Health
+
+
+class BackendPicker(Protocol):
+    """The part of Admission a Ticket uses (kept as a Protocol to avoid an import cycle)."""
+
+    site: Counter
+
+    def pick_backend(
+        self, now: float, full_ok: bool, exclude: set[str] | None
+    ) -> BackendSlot | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    outcome: Literal["over_capacity", "over_rate", "blocked"]
+    rule: CompiledRule
+    status: Literal[503, 429, 403]
+    retry_after: int  # seconds, for Retry-After
+    reject: bool  # True: answer JSON even to browsers (rule action "reject")
+
+
+class BackendSlot:
+    """A configured backend with its live counter and health."""
+
+    __slots__ = (
+        "cooldown",
+        "counter",
+        "draining",
+        "health",
+        "host",
+        "max_active",
+        "name",
+        "pair_counters",
+        "port",
+        "url",
+    )
+
+    def __init__(
+        self, spec: BackendSpec, max_active: int, counter: Counter, health: Health
+    ) -> None:
+        self.name = spec.name
+        self.url = spec.url
+        self.host = spec.host
+        self.port = spec.port
+        self.max_active = max_active  # this worker's share
+        self.draining = spec.drain
+        self.cooldown = spec.cooldown
+        self.counter = counter
+        self.health = health
+        self.pair_counters: dict[str, Counter] = {}  # rule name -> (backend, rule) counter
+
+
+class Ticket:
+    """An admitted request: holds its slots until release()."""
+
+    __slots__ = ("_admission", "_live", "_pair", "_site", "_tried", "backend", "rule", "started")
+
+    def __init__(
+        self, admission: BackendPicker, rule: CompiledRule, backend: BackendSlot, started: float
+    ) -> None:
+        self._admission = admission
+        self.rule = rule
+        self.backend = backend
+        self.started = started
+        self._site = admission.site
+        self._pair = backend.pair_counters[rule.name]
+        self._live = True
+        self._tried: set[str] | None = None  # allocated on the first reroute only
+        self._site.value += 1
+        rule.counter.value += 1
+        backend.counter.value += 1
+        self._pair.value += 1
+
+    def release(self) -> None:
+        """Lower every counter this ticket raised; later calls do nothing."""
+        if self._live:
+            self._live = False
+            self._site.value -= 1
+            self.rule.counter.value -= 1
+            self.backend.counter.value -= 1
+            self._pair.value -= 1
+
+    def reroute(self, now: float) -> bool:
+        """Move the backend slot to another usable backend not tried yet (a retry after a
+        connect failure). Non-full unless the rule bypasses. False: none; nothing moved."""
+        if not self._live:
+            return False
+        tried = self._tried
+        if tried is None:
+            tried = self._tried = set()
+        tried.add(self.backend.name)
+        new = self._admission.pick_backend(now, self.rule.bypass, tried)
+        if new is None:
+            return False
+        pair = new.pair_counters[self.rule.name]
+        self.backend.counter.value -= 1
+        self._pair.value -= 1
+        new.counter.value += 1
+        pair.value += 1
+        self.backend = new
+        self._pair = pair
+        return True

@@ -1,0 +1,139 @@
+"""One parsed client request and its body on its way to the backend.
+
+The body is never held whole: chunks go straight to the upstream transport once one is
+attached, and before that at most BODY_BUFFER bytes wait here (the client is paused past it).
+Framing towards the backend is re-derived: Content-Length as received, or chunked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from guard.proxy.headers import Header, RequestMeta
+
+if TYPE_CHECKING:
+    from guard.proxy.upstream import UpstreamConnection
+
+BODY_BUFFER = 64 * 1024
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Request:
+    __slots__ = (
+        "body_bytes",
+        "body_complete",
+        "buffered",
+        "chunked",
+        "chunks",
+        "content_length",
+        "error",
+        "expect_continue",
+        "headers",
+        "keep_alive",
+        "meta",
+        "method",
+        "on_pressure",
+        "target",
+        "upstream",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        headers: list[Header],
+        keep_alive: bool,
+        on_pressure: Callable[[bool], None],
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.meta = RequestMeta()
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.body_complete = False
+        self.body_bytes = 0
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.upstream: UpstreamConnection | None = None
+        self.error = 0  # an HTTP status guard must answer instead of the backend's
+        self.on_pressure = on_pressure  # True: pause reading the client; False: resume
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def framing(self) -> bytes:
+        if self.chunked:
+            return b"Transfer-Encoding: chunked\r\n"
+        if self.content_length:
+            return b"Content-Length: %d\r\n" % self.content_length
+        return b""
+
+    # -- from the client parser -------------------------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        self.body_bytes += len(chunk)
+        up = self.upstream
+        if up is not None:
+            up.write(self._frame(chunk))
+            return
+        self.chunks.append(chunk)
+        self.buffered += len(chunk)
+        if self.buffered > BODY_BUFFER:
+            self.on_pressure(True)
+
+    def finish(self) -> None:
+        self.body_complete = True
+        up = self.upstream
+        if up is not None:
+            if self.chunked:
+                up.write(_LAST_CHUNK)
+            self.detach()
+
+    def fail(self, status: int) -> None:
+        """A client-side problem (deadline, size, framing) ends this exchange."""
+        if not self.error:
+            self.error = status
+        if self.upstream is not None:
+            self.upstream.abort()
+
+    # -- towards the backend -----------------------------------------------------------
+    def attach(self, up: UpstreamConnection) -> None:
+        """Send what is buffered and stream the rest as it arrives."""
+        if not self.has_body:
+            return
+        self.upstream = up
+        up.request_sink = self
+        if self.chunks:
+            up.write(b"".join(self._frame(c) for c in self.chunks))
+            self.chunks.clear()
+            self.buffered = 0
+            self.on_pressure(False)
+        if self.body_complete:
+            if self.chunked:
+                up.write(_LAST_CHUNK)
+            self.detach()
+
+    def detach(self) -> None:
+        up = self.upstream
+        if up is not None:
+            up.request_sink = None
+            self.upstream = None
+            self.on_pressure(False)
+
+    def pause_body(self) -> None:
+        self.on_pressure(True)
+
+    def resume_body(self) -> None:
+        self.on_pressure(False)
+
+    def _frame(self, chunk: bytes) -> bytes:
+        if self.chunked:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        return chunk

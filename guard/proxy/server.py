@@ -1,0 +1,356 @@
+"""Client connections: asyncio.Protocol + httptools (llhttp, strict mode).
+
+Rules this module keeps (RFC 9112 and what nginx/HAProxy promise):
+- One request is handled at a time per connection; pipelined requests wait in a short
+  queue and reading pauses while it is full, so memory per connection stays bounded.
+- The parser is fed in slices, so an endless header line cannot grow past the head limit.
+- Framing that two parsers could read differently is refused with 400 and the connection
+  closed: CL with TE (llhttp), TE other than exactly "chunked" (501), TE on HTTP/1.0,
+  duplicate Host, "_" in a header name. Only HTTP/1.0 and 1.1 are spoken.
+- Deadlines (checked by one sweeper, not a timer per request): an idle keep-alive
+  connection, a request head, gaps in a request body, a client that does not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from guard.proxy.headers import Header, is_trusted, simple_response
+from guard.proxy.request import Request
+
+if TYPE_CHECKING:
+    from guard.proxy.upstream import UpstreamConnection
+    from guard.runtime import ProxyServer
+
+log = logging.getLogger("guard.server")
+
+SLICE = 8192
+PIPELINE_MAX = 16
+INF = float("inf")
+# Reasons to pause reading from the client, as bits (reading resumes when none is left).
+PAUSE_BODY, PAUSE_PIPELINE = 1, 2
+
+_HEAD, _BODY, _WAIT, _IDLE = "head", "body", "wait", "idle"
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ""
+        self.peer_trusted = False
+        self.pipeline: deque[Request] = deque()
+        self.active: Request | None = None
+        self.parsing: Request | None = None
+        self.url = b""
+        self.headers: list[Header] = []
+        self.head_size = 0
+        self.phase = _HEAD
+        self.deadline = INF
+        self.send_deadline = INF
+        self.pause_bits = 0
+        self.pending_input = b""
+        self.gone = False
+        self.closing = False
+        self.stop_parsing = False
+        # Response streaming (BodySink for the upstream connection).
+        self.streaming: UpstreamConnection | None = None
+        self.out_chunked = False
+        self.out_done = False
+
+    # -- connection lifecycle ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        self.peer_trusted = is_trusted(self.peer, self.server.config.trusted_proxies)
+        self.deadline = self.loop.time() + self.limits.header_timeout
+        self.server.connections.add(self)
+        if len(self.server.connections) > self.limits.max_connections or self.server.closing:
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self.server.connections.discard(self)
+        self.pipeline.clear()
+        req = self.active
+        if req is not None and not req.body_complete:
+            req.fail(499)  # the backend would wait for a body that will never come
+        if self.streaming is not None:
+            self.streaming.abort()  # backend output has nowhere to go: stop it now
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_after_write(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- input ------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.stop_parsing:
+            return
+        if self.pending_input:
+            self.pending_input += data
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        pos, size = 0, len(data)
+        while pos < size and not self.closing and not self.stop_parsing:
+            if len(self.pipeline) >= PIPELINE_MAX:
+                self.pending_input = bytes(view[pos:])
+                self._pause(PAUSE_PIPELINE, True)
+                return
+            piece = view[pos : pos + SLICE]
+            pos += len(piece)
+            if self.phase == _IDLE or self.phase == _WAIT:
+                # First byte of a new request: its head must arrive within header_timeout.
+                self.deadline = self.loop.time() + self.limits.header_timeout
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                self.stop_parsing = True  # never switch protocols: answer, then close
+            except _Refuse as refusal:
+                self._refuse(refusal.status)
+            except httptools.HttpParserError as exc:
+                self._refuse(_status_of(exc))
+            if self.phase == _HEAD and self.head_size + len(self.url) > self.limits.max_header_size:
+                self._refuse(431)
+
+    def _refuse(self, status: int) -> None:
+        """Unrecoverable input: answer now if nothing else is being answered, then close."""
+        self.stop_parsing = True
+        self.pipeline.clear()
+        if self.active is None:
+            self.server.count_bad_request(self, status)
+            self._write_final(status)
+        else:
+            self.active.keep_alive = False
+            if not self.active.body_complete:
+                self.active.fail(status)
+
+    def _write_final(self, status: int) -> None:
+        if self.transport is not None and not self.closing:
+            body = b'{"error": "bad_request"}' if status != 408 else b'{"error": "timeout"}'
+            self.transport.write(
+                simple_response(status, [(b"Content-Type", b"application/json")], body, True)
+            )
+        self.close_after_write()
+
+    # -- httptools callbacks ----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.phase = _HEAD
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
+        self.parsing = None
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.limits.max_request_line:
+            raise _Refuse(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        if self.phase == _BODY:  # trailers: read, bounded, never forwarded
+            if self.head_size > self.limits.max_trailer_size:
+                raise _Refuse(431)
+            return
+        if len(self.headers) >= self.limits.max_headers:
+            raise _Refuse(431)
+        if b"_" in name:
+            raise _Refuse(400)  # ambiguous with "-" after CGI-style normalisation
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Refuse(505)
+        req = Request(
+            parser.get_method(),
+            self.url,
+            version.encode(),
+            self.headers,
+            parser.should_keep_alive(),
+            self._body_pressure,
+        )
+        _check_framing(req)
+        self.parsing = req
+        self.head_size = 0
+        now = self.loop.time()
+        if req.has_body:
+            self.phase = _BODY
+            self.deadline = now + self.limits.body_timeout
+            if req.content_length is not None and req.content_length > self.server.max_body:
+                req.error = 413
+        else:
+            self.phase = _WAIT
+            self.deadline = INF
+        self.pipeline.append(req)
+        if self.active is None:
+            self._start_next()
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        if req is None:
+            return
+        self.deadline = self.loop.time() + self.limits.body_timeout
+        if req.body_bytes + len(body) > self.server.max_body:
+            if req is self.active:
+                req.fail(413)
+            else:
+                req.error = 413
+            raise _Refuse(413)
+        req.feed(body)
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        self.phase = _WAIT
+        self.deadline = INF
+        if req is not None:
+            req.finish()
+        self.parsing = None
+
+    # -- request handling -------------------------------------------------------------
+    def _start_next(self) -> None:
+        if self.active is not None or not self.pipeline or self.closing:
+            return
+        req = self.pipeline.popleft()
+        self.active = req
+        self.loop.create_task(self._handle(req))
+
+    async def _handle(self, req: Request) -> None:
+        try:
+            await self.server.handle(self, req)
+        except BaseException:
+            log.exception("request handler failed")
+            self.abort()
+            raise
+        finally:
+            self.active = None
+            self.streaming = None
+        if not req.keep_alive or not req.body_complete or req.error or self.server.closing:
+            self.close_after_write()
+            return
+        if self.pipeline:
+            self._start_next()
+        elif self.phase == _WAIT:
+            self.phase = _IDLE
+            self.deadline = self.loop.time() + self.limits.keepalive_timeout
+        if self.pending_input and len(self.pipeline) < PIPELINE_MAX:
+            data, self.pending_input = self.pending_input, b""
+            self._pause(PAUSE_PIPELINE, False)
+            self._feed(data)
+
+    # -- flow control -----------------------------------------------------------------
+    def _pause(self, bit: int, on: bool) -> None:
+        before = self.pause_bits
+        self.pause_bits = before | bit if on else before & ~bit
+        if self.transport is None or self.closing or bool(before) == bool(self.pause_bits):
+            return
+        if self.pause_bits:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def _body_pressure(self, on: bool) -> None:
+        self._pause(PAUSE_BODY, on)
+
+    def pause_writing(self) -> None:
+        self.send_deadline = self.loop.time() + self.limits.send_timeout
+        if self.streaming is not None:
+            self.streaming.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.send_deadline = INF
+        if self.streaming is not None:
+            self.streaming.resume_reading()
+
+    # -- output (also the BodySink of a streaming upstream response) ------------------
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.gone:
+            self.transport.write(data)
+
+    def upstream_body(self, chunk: bytes) -> None:
+        if self.transport is None or self.gone:
+            return
+        if self.out_chunked:
+            self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.transport.write(chunk)
+
+    def upstream_complete(self) -> None:
+        if self.out_chunked and not self.out_done and self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
+        self.out_done = True
+
+    # -- deadlines --------------------------------------------------------------------
+    def check_deadlines(self, now: float) -> None:
+        if now >= self.send_deadline:
+            self.abort()  # a client that does not read releases its slot with the abort
+        elif now >= self.deadline:
+            self.deadline = INF
+            if self.phase == _IDLE:
+                self.close_after_write()
+            elif self.phase == _BODY and self.active is not None:
+                self.active.keep_alive = False
+                self.active.fail(408)
+                self.stop_parsing = True
+            elif self.active is None:
+                self.stop_parsing = True
+                self._write_final(408)
+            else:
+                self.abort()
+
+
+class _Refuse(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _status_of(exc: httptools.HttpParserError) -> int:
+    text = str(exc)
+    if "Transfer-Encoding" in text and "invalid" in text.lower():
+        return 501 if "Request has invalid" in text else 400
+    return 400
+
+
+def _check_framing(req: Request) -> None:
+    """Refuse what llhttp accepts but a backend might frame differently."""
+    hosts = 0
+    for name, value in req.headers:
+        lname = name.lower()
+        if lname == b"host":
+            hosts += 1
+        elif lname == b"transfer-encoding":
+            if req.version == b"1.0":
+                raise _Refuse(400)
+            if value.strip().lower() != b"chunked":
+                raise _Refuse(501)
+            req.chunked = True
+        elif lname == b"content-length":
+            req.content_length = int(value)
+        elif lname == b"expect":
+            if value.strip().lower() != b"100-continue":
+                raise _Refuse(417)
+            req.expect_continue = True
+    if hosts > 1 or (hosts == 0 and req.version == b"1.1"):
+        raise _Refuse(400)
+    if req.method in (b"CONNECT", b"TRACE"):
+        raise _Refuse(405)

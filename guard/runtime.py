@@ -1,0 +1,230 @@
+"""Wiring: a config generation, the proxy server, reload and graceful shutdown.
+
+A Generation bundles everything derived from one config file (admission, pages, pools,
+access log). Requests read `server.gen` once when they start, so a reload swaps the whole
+bundle atomically; counters live in the shared State, so a request admitted under the old
+generation is released correctly under the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guard.accesslog import AccessLog
+from guard.config import ConfigError, LoadedConfig, load_config, problems_as_json
+from guard.core.admission import Admission
+from guard.core.state import MemoryState
+from guard.proxy import forward
+from guard.proxy.responses import Pages
+from guard.proxy.server import ClientConnection
+from guard.proxy.upstream import Pool
+
+log = logging.getLogger("guard")
+
+
+@dataclass
+class Generation:
+    loaded: LoadedConfig
+    admission: Admission
+    pages: Pages
+    pools: dict[str, Pool]
+    access_log: AccessLog
+
+    @property
+    def trusted(self) -> Any:
+        return self.loaded.config.trusted_proxies
+
+    @property
+    def read_timeout(self) -> float:
+        return self.loaded.config.timeouts.read
+
+
+@dataclass
+class ReloadResult:
+    ok: bool
+    summary: dict[str, Any] | None = None
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ProxyServer:
+    """Owns the listening socket, the live connections and the current generation."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[ClientConnection] = set()
+        self.closing = False
+
+    @property
+    def gen(self) -> Generation:
+        return self.runtime.gen
+
+    @property
+    def config(self) -> Any:
+        return self.runtime.gen.loaded.config
+
+    @property
+    def limits(self) -> Any:
+        return self.runtime.gen.loaded.config.limits
+
+    @property
+    def max_body(self) -> int:
+        return int(self.runtime.gen.loaded.config.client_max_size)
+
+    async def handle(self, conn: ClientConnection, req: Any) -> None:
+        await forward.handle(self.runtime.gen, conn, req)
+
+    def count_bad_request(self, conn: ClientConnection, status: int) -> None:
+        adm = self.runtime.gen.admission
+        if status != 408:
+            adm.record(adm.default_rule, "bad_request")
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.check_deadlines(now)
+
+
+class Runtime:
+    """One guard process: config generations, the proxy listener, admin, reload, shutdown."""
+
+    def __init__(self, config_path: Path, share: tuple[int, int] = (0, 1)) -> None:
+        self.config_path = config_path
+        self.share = share
+        self.state = MemoryState()
+        self.reload_counts = {"success": 0, "failure": 0}
+        self.gen: Generation = self._build(load_config(config_path), None)
+        self.server: ProxyServer | None = None
+        self._listener: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
+
+    # -- generations ------------------------------------------------------------------
+    def _build(self, loaded: LoadedConfig, old: Generation | None) -> Generation:
+        cfg = loaded.config
+        admission = Admission(cfg, self.state, time.monotonic, share=self.share)
+        pages = Pages(cfg.waiting_page, cfg.static_dir, cfg.retry_after_s)
+        pools: dict[str, Pool] = {}
+        for b in cfg.backends:
+            prev = old.pools.get(b.name) if old else None
+            same = prev is not None and (prev.host, prev.port) == (b.host, b.port)
+            if prev is not None and same:
+                prev.max_idle = b.max_idle
+                prev.connect_timeout = cfg.timeouts.connect
+                pools[b.name] = prev
+            else:
+                pools[b.name] = Pool(b.host, b.port, b.max_idle, cfg.timeouts.connect)
+        if old is not None:
+            for name, pool in old.pools.items():
+                if pools.get(name) is not pool:
+                    pool.close()
+        same_log = old is not None and old.loaded.config.access_log == cfg.access_log
+        access_log = old.access_log if same_log and old else AccessLog.from_config(cfg.access_log)
+        if old is not None and access_log is not old.access_log:
+            old.access_log.close()
+        return Generation(loaded, admission, pages, pools, access_log)
+
+    @property
+    def admission(self) -> Admission:
+        return self.gen.admission
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        return self.gen.loaded
+
+    async def reload(self) -> ReloadResult:
+        async with self._reload_lock:
+            try:
+                loaded = load_config(self.config_path)
+                gen = self._build(loaded, self.gen)
+            except ConfigError as err:
+                self.reload_counts["failure"] += 1
+                for problem in err.problems:
+                    log.error("reload failed: %s", problem)
+                return ReloadResult(False, problems=problems_as_json(err))
+            except OSError as err:
+                self.reload_counts["failure"] += 1
+                log.error("reload failed: %s", err)
+                problem = {"file": str(self.config_path), "line": 0, "key": "", "message": str(err)}
+                return ReloadResult(False, problems=[problem])
+            self.gen = gen
+            self.reload_counts["success"] += 1
+            log.info("reloaded %s (sha256 %s)", loaded.path, loaded.sha256[:12])
+            return ReloadResult(True, summary=self.summary())
+
+    def summary(self) -> dict[str, Any]:
+        cfg = self.gen.loaded.config
+        return {
+            "config": str(self.gen.loaded.path),
+            "sha256": self.gen.loaded.sha256,
+            "backends": [b.name for b in cfg.backends],
+            "rules": [r.name for r in cfg.rules],
+            "max_active": cfg.max_active,
+        }
+
+    # -- serving ----------------------------------------------------------------------
+    async def start(self, reuse_port: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.gen.loaded.config
+        self.server = server = ProxyServer(self)
+        self._listener = await loop.create_server(
+            lambda: ClientConnection(server),
+            cfg.listen.host,
+            cfg.listen.port,
+            reuse_port=reuse_port or None,
+            backlog=2048,
+        )
+        self._tasks.append(loop.create_task(self._housekeeping()))
+        for backend in cfg.backends:
+            if backend.health is not None:
+                self._tasks.append(loop.create_task(self._health_loop(backend.name)))
+
+    @property
+    def bound_port(self) -> int:
+        assert self._listener is not None
+        return int(self._listener.sockets[0].getsockname()[1])
+
+    async def _housekeeping(self) -> None:
+        """Deadline sweeps and access-log flushes: cheap work on a coarse tick."""
+        assert self.server is not None
+        tick = 0
+        while True:
+            limits = self.gen.loaded.config.limits
+            shortest = min(limits.header_timeout, limits.body_timeout, limits.send_timeout)
+            await asyncio.sleep(max(0.02, min(0.2, shortest / 10)))
+            self.server.sweep()
+            tick += 1
+            self.gen.access_log.flush()
+
+    async def _health_loop(self, name: str) -> None:
+        from guard.health import probe_forever
+
+        await probe_forever(self, name)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish up to timeouts.shutdown, then close."""
+        if self.server is None or self._listener is None:
+            return
+        server = self.server
+        server.closing = True
+        self._listener.close()
+        deadline = server.loop.time() + self.gen.loaded.config.timeouts.shutdown
+        for conn in list(server.connections):
+            if conn.active is None:
+                conn.close_after_write()
+        while any(c.active is not None for c in server.connections):
+            if server.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        for conn in list(server.connections):
+            conn.abort()
+        for task in self._tasks:
+            task.cancel()
+        for pool in self.gen.pools.values():
+            pool.close()
+        self.gen.access_log.close()
