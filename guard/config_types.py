@@ -206,7 +206,7 @@ class Rate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_text(cls, value: Any) -> Any:
-        if isinstance(value, Rate):
+        if isinstance(value, Rate | dict):  # built in code: Rate(per_second=..., text=...)
             return value
         m = _RATE.fullmatch(value.strip()) if isinstance(value, str) else None
         count = float(m[1]) if m else 0.0

@@ -51,6 +51,7 @@ async def handle(gen: Generation, conn: ClientConnection, req: Request) -> None:
     meta = req.meta
     scan_request(req.headers, meta)
     meta.peer_trusted = conn.peer_trusted
+    meta.peer = conn.peer
     meta.client = client_address(conn.peer, conn.peer_trusted, meta.xff, gen.trusted)
     try:
         await _route(gen, conn, req, ex)

@@ -94,7 +94,7 @@ def client_address(peer: str, peer_trusted: bool, xff: bytes | None, trusted: Ne
 class RequestMeta:
     """What the forwarding headers need to know about the incoming request."""
 
-    __slots__ = ("client", "host", "peer_trusted", "request_id", "xff", "xfh", "xfp")
+    __slots__ = ("client", "host", "peer", "peer_trusted", "request_id", "xff", "xfh", "xfp")
 
     def __init__(self) -> None:
         self.host: bytes | None = None
@@ -103,7 +103,8 @@ class RequestMeta:
         self.xfh: bytes | None = None
         self.request_id: bytes | None = None
         self.peer_trusted = False
-        self.client = ""
+        self.peer = ""  # the TCP peer: appended to a trusted chain
+        self.client = ""  # the address limits and block lists apply to
 
 
 def scan_request(headers: Sequence[Header], meta: RequestMeta) -> None:
@@ -139,7 +140,7 @@ def request_head(
         if name.lower() not in drop:
             out += (name, b": ", value, b"\r\n")
     if meta.peer_trusted and meta.xff:
-        out += (b"X-Forwarded-For: ", meta.xff, b", ", meta.client.encode(), b"\r\n")
+        out += (b"X-Forwarded-For: ", meta.xff, b", ", meta.peer.encode(), b"\r\n")
     else:
         out += (b"X-Forwarded-For: ", meta.client.encode(), b"\r\n")
     proto = meta.xfp if meta.peer_trusted and meta.xfp else b"http"
