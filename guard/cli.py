@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from guard.config import ConfigError, load_config, summarize
 
@@ -79,22 +80,12 @@ def run(path: Path) -> int:
     return run_loop(serve(path))
 
 
-def run_loop(coro: object) -> int:
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - non-Linux development machines
-        runner = asyncio.run
-    result = runner(coro)  # type: ignore[arg-type]
-    return int(result or 0)
-
-
-def install_signals(stop: asyncio.Event, reload_cb: object) -> None:
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_cb)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    return int(uvloop.run(coro))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -243,22 +244,19 @@ class Config(BaseModel):
                 raise _file_error(f"cannot read ({exc.strerror})", value) from None
         return value
 
-    @field_validator("static_dir", mode="before")
+    @field_validator("static_dir", mode="wrap")
     @classmethod
-    def _default_static_dir(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is not None:
-            return value
-        page = info.data.get("waiting_page")
-        # Without a valid waiting page the config fails anyway; "." keeps this quiet.
-        return page.parent if isinstance(page, Path) else Path(".")
-
-    @field_validator("static_dir")
-    @classmethod
-    def _check_static_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        value = _resolve(value, info)
-        if _checking_files(info) and not value.is_dir():
-            raise _file_error("no such folder", value)
-        return value
+    def _static_dir(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Path:
+        if value is None:  # default: the waiting page's folder, which exists if it does
+            page = info.data.get("waiting_page")
+            # Without a valid waiting page the config fails anyway; "." adds no noise.
+            return page.parent if isinstance(page, Path) else Path(".")
+        path: Path = _resolve(handler(value), info)
+        if _checking_files(info) and not path.is_dir():
+            raise _file_error("no such folder", path)
+        return path
 
     @field_validator("backends", "rules")
     @classmethod

@@ -127,14 +127,21 @@ def translate(
     exc: ValidationError, file: str, doc: YamlDocument, root: type[BaseModel]
 ) -> Iterator[Problem]:
     """pydantic errors -> Problems with YAML lines and our wording."""
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors:
         loc: Loc = tuple(err["loc"])
+        if err["type"] == "too_short" and _has_inner_error(errors, loc):
+            continue  # pydantic counts only the valid items; the invalid ones say why
         if err["type"] == CONFLICTS:
             for suffix, message in err.get("ctx", {})["conflicts"]:
                 full = (*loc, *suffix)
                 yield Problem(file, doc.line_of(full), key_path(full), message)
         else:
             yield Problem(file, doc.line_of(loc), key_path(loc), _message(err, root))
+
+
+def _has_inner_error(errors: list[ErrorDetails], loc: Loc) -> bool:
+    return any(len(e["loc"]) > len(loc) and tuple(e["loc"][: len(loc)]) == loc for e in errors)
 
 
 def _message(err: ErrorDetails, root: type[BaseModel]) -> str:
@@ -150,7 +157,7 @@ def _message(err: ErrorDetails, root: type[BaseModel]) -> str:
 def _unknown_key(loc: tuple[int | str, ...], root: type[BaseModel]) -> str:
     """'unknown key', with the closest known key when the typo is near one."""
     known = _fields_at(root, loc[:-1])
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
     return f'unknown key (did you mean "{close[0]}"?)' if close else "unknown key"
 
 

@@ -150,8 +150,8 @@ class Runtime:
             except OSError as err:
                 self.reload_counts["failure"] += 1
                 log.error("reload failed: %s", err)
-                problem = {"file": str(self.config_path), "line": 0, "key": "", "message": str(err)}
-                return ReloadResult(False, problems=[problem])
+                doc = {"file": str(self.config_path), "line": 0, "key": "", "message": str(err)}
+                return ReloadResult(False, problems=[doc])
             self.gen = gen
             self.reload_counts["success"] += 1
             log.info("reloaded %s (sha256 %s)", loaded.path, loaded.sha256[:12])

@@ -168,9 +168,7 @@ async def start_guard(tmp_path: Path) -> AsyncIterator[StartGuard]:
 def backends_yaml(*wases: Was, max_active: int = 100, extra: str = "") -> str:
     lines = ["backends:"]
     for w in wases:
-        lines.append(
-            f"  - {{name: {w.name}, url: '{w.url}', max_active: {max_active}{extra}}}"
-        )
+        lines.append(f"  - {{name: {w.name}, url: '{w.url}', max_active: {max_active}{extra}}}")
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 
-
 @dataclass
 class RawResponse:
     status: int = 0

@@ -98,6 +98,13 @@ class Admission:
         for slot in self.backends:
             for rule in self.rules:
                 slot.pair_counters[rule.name] = state.counter(("pair", slot.name, rule.name))
+        # Draining backends take nothing new: leave them out of the scan. For each start
+        # position, the scan order with (position after, slot) pairs, built once.
+        live = [b for b in self.backends if not b.draining]
+        self._rotations = tuple(
+            tuple(((at + 1) % len(live), live[at]) for at in (*range(s, len(live)), *range(s)))
+            for s in range(len(live))
+        ) or ((),)
         self._next = 0  # round-robin start
         self._block_nets = tuple(config.block_ips)
         self._block_cache: dict[str, bool] = {}
@@ -173,26 +180,21 @@ class Admission:
     ) -> BackendSlot | None:
         """Least active relative to its ceiling among usable, not draining (and, unless
         full_ok, not full) backends not in ``exclude``; ties in turn. Consumes nothing."""
-        backends = self.backends
-        count = len(backends)
         best: BackendSlot | None = None
-        best_at = best_active = best_max = 0
-        for k in range(count):
-            at = self._next + k
-            if at >= count:
-                at -= count
-            b = backends[at]
+        best_next = best_active = best_max = 0
+        # Scanning from where the last choice left off makes strict '<' a round robin.
+        for after, b in self._rotations[self._next]:
             health = b.health
-            if b.draining or (not health.up and now < health.down_until):  # usable(), inlined
+            if not health.up and now < health.down_until:  # not usable(), inlined
                 continue
             active = b.counter.value
             if (active >= b.max_active and not full_ok) or (exclude and b.name in exclude):
                 continue
             # active/max < best_active/best_max, in exact integer arithmetic.
             if best is None or active * best_max < best_active * b.max_active:
-                best, best_at, best_active, best_max = b, at, active, b.max_active
+                best, best_next, best_active, best_max = b, after, active, b.max_active
         if best is not None:
-            self._next = best_at + 1 if best_at + 1 < count else 0
+            self._next = best_next
         return best
 
     def _is_blocked(self, client_ip: str) -> bool:

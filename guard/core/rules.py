@@ -68,7 +68,8 @@ def _first_segment(path: str) -> str:
     return path[1:] if end < 0 else path[1:end]
 
 
-Candidate = tuple[frozenset[str] | None, Matcher, CompiledRule]
+Candidate = tuple[frozenset[str] | None, Matcher | None, CompiledRule]
+"""(methods, path predicate or None when every path of its index list matches, rule)."""
 
 
 class RuleTable:
@@ -79,24 +80,28 @@ class RuleTable:
     def __init__(self, rules: Sequence[CompiledRule], default: CompiledRule) -> None:
         self.rules = tuple(rules)
         self.default = default
-        entries = [(_index_key(r.pattern), _candidate(r)) for r in rules]
+        entries = [(_index_key(r.pattern), r) for r in rules]
         keys = {key for key, _ in entries if key is not None}
         # Wildcard-first rules join every list at their config position: order is kept.
         self._index: dict[str, tuple[Candidate, ...]] = {
-            key: tuple(c for k, c in entries if k is None or k == key) for key in keys
+            key: tuple(_candidate(r, k) for k, r in entries if k is None or k == key)
+            for key in keys
         }
-        self._wild: tuple[Candidate, ...] = tuple(c for k, c in entries if k is None)
+        self._wild = tuple(_candidate(r, None) for k, r in entries if k is None)
 
     def match(self, method: str, path: str) -> CompiledRule:
         end = path.find("/", 1)
         first = path[1:] if end < 0 else path[1:end]
         for methods, matches, rule in self._index.get(first, self._wild):
-            if (methods is None or method in methods) and matches(path):
+            if (methods is None or method in methods) and (matches is None or matches(path)):
                 return rule
         return self.default
 
 
-def _candidate(rule: CompiledRule) -> Candidate:
+def _candidate(rule: CompiledRule, key: str | None) -> Candidate:
+    if key is not None and rule.pattern == f"/{key}/**":
+        # The commonest pattern: every path filed under this key matches; skip the test.
+        return (rule.methods, None, rule)
     return (rule.methods, compile_pattern(rule.pattern), rule)
 
 

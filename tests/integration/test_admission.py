@@ -12,7 +12,9 @@ from tests.conftest import StartGuard, StartWas, Was, backends_yaml, poll, read_
 BROWSER = {"Accept": "text/html,application/xhtml+xml"}
 
 
-async def fire(session: aiohttp.ClientSession, url: str, n: int, **kw: object) -> list[asyncio.Task[tuple[int, str, dict[str, str]]]]:
+async def fire(
+    session: aiohttp.ClientSession, url: str, n: int, **kw: object
+) -> list[asyncio.Task[tuple[int, str, dict[str, str]]]]:
     async def one() -> tuple[int, str, dict[str, str]]:
         async with session.get(url, **kw) as r:  # type: ignore[arg-type]
             return r.status, await r.text(), dict(r.headers)
@@ -20,7 +22,9 @@ async def fire(session: aiohttp.ClientSession, url: str, n: int, **kw: object) -
     return [asyncio.create_task(one()) for _ in range(n)]
 
 
-async def test_backend_never_sees_more_than_its_ceiling(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_backend_never_sees_more_than_its_ceiling(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was(workers=50)
     guard = await start_guard(backends_yaml(was, max_active=4))
     async with aiohttp.ClientSession() as s:
@@ -90,7 +94,9 @@ async def _wait_inside(s: aiohttp.ClientSession, a: Was, b: Was, n: int) -> None
         await poll(lambda: True)
 
 
-async def test_rate_limit_refuses_without_consuming(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_rate_limit_refuses_without_consuming(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was()
     guard = await start_guard(
         backends_yaml(was)
@@ -117,7 +123,9 @@ async def test_rate_limit_refuses_without_consuming(start_was: StartWas, start_g
     assert counts["coupon"]["over_rate"] == 1
 
 
-async def test_reject_action_answers_json_even_to_browsers(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_reject_action_answers_json_even_to_browsers(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was()
     guard = await start_guard(
         backends_yaml(was)
@@ -148,7 +156,9 @@ async def test_block_rule_and_block_ips(start_was: StartWas, start_guard: StartG
     assert {r["name"]: r["counts"]["blocked"] for r in status["rules"]}["default"] == 1
 
 
-async def test_bypass_goes_through_even_when_full(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_bypass_goes_through_even_when_full(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was()
     guard = await start_guard(
         backends_yaml(was, max_active=1)
@@ -166,7 +176,9 @@ async def test_bypass_goes_through_even_when_full(start_was: StartWas, start_gua
     await guard.wait_idle()
 
 
-async def test_waiting_page_assets_never_touch_the_backend(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_waiting_page_assets_never_touch_the_backend(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was()
     guard = await start_guard(backends_yaml(was))
     async with aiohttp.ClientSession() as s:
@@ -177,7 +189,9 @@ async def test_waiting_page_assets_never_touch_the_backend(start_was: StartWas, 
     assert (await was.stats())["served"] == 0
 
 
-async def test_access_log_has_one_line_per_request(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_access_log_has_one_line_per_request(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was()
     guard = await start_guard(
         backends_yaml(was) + "rules:\n  - {name: admin, path: /admin/**, block: true}\n"

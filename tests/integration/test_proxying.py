@@ -10,7 +10,6 @@ import psutil
 
 from tests.conftest import StartGuard, StartWas, backends_yaml, poll
 from tests.rawhttp import (
-    closed_by_peer,
     exchange,
     read_request_head,
     read_response,
@@ -38,14 +37,18 @@ async def test_forwarding_headers_and_hop_by_hop_stripping(
     for hop in ("x-secret", "keep-alive", "te", "proxy-connection", "upgrade", "http2-settings"):
         assert hop not in seen, hop
     assert seen["host"] == "shop.example"
-    assert seen["x-forwarded-for"] == "127.0.0.1"  # the spoofed chain from an untrusted peer is dropped
+    assert (
+        seen["x-forwarded-for"] == "127.0.0.1"
+    )  # the spoofed chain from an untrusted peer is dropped
     assert seen["x-forwarded-host"] == "shop.example"
     assert seen["x-forwarded-proto"] == "http"
     assert seen["x-request-id"] == "abc-123"
     assert seen["accept-encoding"] == "gzip"  # never decompressed, never rewritten
 
 
-async def test_response_hop_by_hop_stripped_and_request_id_generated(start_guard: StartGuard) -> None:
+async def test_response_hop_by_hop_stripped_and_request_id_generated(
+    start_guard: StartGuard,
+) -> None:
     seen: list[bytes] = []
 
     async def backend(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -116,7 +119,9 @@ async def test_large_download_and_upload_stream_with_flat_memory(
     await guard.wait_idle()
 
 
-async def test_backend_down_retry_then_cooldown(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_backend_down_retry_then_cooldown(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was("was-2")
     from tests.conftest import free_port
 
@@ -133,7 +138,9 @@ async def test_backend_down_retry_then_cooldown(start_was: StartWas, start_guard
     status = await guard.status()
     up = {b["name"]: b["up"] for b in status["backends"]}
     assert up == {"was-1": False, "was-2": True}
-    assert 'guard_upstream_errors_total{backend="was-1",kind="connect"} 1.0' in await guard.metrics()
+    assert (
+        'guard_upstream_errors_total{backend="was-1",kind="connect"} 1.0' in await guard.metrics()
+    )
     assert 'guard_backend_up{backend="was-1"} 0.0' in await guard.metrics()
     await guard.wait_idle()
 
@@ -149,7 +156,9 @@ async def test_post_is_not_retried(start_guard: StartGuard) -> None:
     await guard.wait_idle()
 
 
-async def test_read_timeout_gives_504_and_releases(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_read_timeout_gives_504_and_releases(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was()
     guard = await start_guard(backends_yaml(was) + "timeouts: {read: 200ms}\n")
     async with aiohttp.ClientSession() as s, s.get(f"{guard.url}/__was/hold") as r:
@@ -166,7 +175,9 @@ async def test_backend_closing_mid_body_aborts_the_client_response(start_guard: 
         await w.drain()
 
     server, port = await scripted_backend(backend)
-    guard = await start_guard(f"backends:\n  - {{name: b, url: 'http://127.0.0.1:{port}', max_active: 5}}\n")
+    guard = await start_guard(
+        f"backends:\n  - {{name: b, url: 'http://127.0.0.1:{port}', max_active: 5}}\n"
+    )
     res = await exchange(guard.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
     assert res.status == 200 and not res.complete  # never a clean short response
     await guard.wait_idle()
@@ -178,7 +189,7 @@ async def test_client_gone_before_headers_keeps_slot_until_backend_answers(
 ) -> None:
     was = await start_was()
     guard = await start_guard(backends_yaml(was, max_active=3))
-    reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
     writer.write(b"GET /__was/hold HTTP/1.1\r\nHost: a\r\n\r\n")
     await writer.drain()
     await was.wait_active(1)
@@ -203,10 +214,12 @@ async def test_client_gone_mid_download_releases_at_once(
     await guard.wait_idle()
 
 
-async def test_client_gone_mid_upload_releases(start_was: StartWas, start_guard: StartGuard) -> None:
+async def test_client_gone_mid_upload_releases(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
     was = await start_was()
     guard = await start_guard(backends_yaml(was))
-    reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
     writer.write(b"POST /__was/sink HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
     writer.write(b"x" * 100000)
     await writer.drain()
