@@ -47,12 +47,13 @@ from guard.core.bucket import ClientBuckets, TokenBucket
 from guard.core.clock import Clock
 from guard.core.rules import CompiledRule, RuleTable
 from guard.core.spec import ConfigSpec, RuleSpec
-from guard.core.state import State
+from guard.core.state import Counter, State
 from guard.core.stats import Outcome
 from guard.core.tickets import BackendSlot, Refusal, Ticket
 
 __all__ = ["Admission", "BackendSlot", "Refusal", "Ticket", "share_of"]
 
+_OVER_CAPACITY, _OVER_RATE, _BLOCKED_RULE, _BLOCKED_CLIENT = range(4)  # _refusals() order
 _BLOCK_CACHE_SIZE = 4096  # cleared when full: an address-rotating flood cannot grow it
 
 
@@ -97,15 +98,9 @@ class Admission:
         )
         for slot in self.backends:
             for rule in self.rules:
-                slot.pair_counters[rule.name] = state.counter(("pair", slot.name, rule.name))
-        # Draining backends take nothing new: leave them out of the scan. For each start
-        # position, the scan order with (position after, slot) pairs, built once.
-        live = [b for b in self.backends if not b.draining]
-        self._rotations = tuple(
-            tuple(((at + 1) % len(live), live[at]) for at in (*range(s, len(live)), *range(s)))
-            for s in range(len(live))
-        ) or ((),)
-        self._next = 0  # round-robin start
+                self.pair_counter(slot, rule.name)
+        self._rotations = _rotations(self.backends)
+        self._next = 0  # round-robin start: an index into _rotations
         self._block_nets = tuple(config.block_ips)
         self._block_cache: dict[str, bool] = {}
         self._refusals = {rule: _refusals(rule, self.retry_after) for rule in self.rules}
@@ -149,11 +144,10 @@ class Admission:
 
     def admit(self, rule: CompiledRule, client_ip: str) -> Ticket | Refusal | None:
         """A Ticket, a Refusal, or None for a bypass rule with no usable backend."""
-        refusals = self._refusals.get(rule) or _refusals(rule, self.retry_after)
         if self._block_nets and self._is_blocked(client_ip):
-            return refusals[3]
+            return self._refusal(rule, _BLOCKED_CLIENT)
         if rule.block:
-            return refusals[2]
+            return self._refusal(rule, _BLOCKED_RULE)
         now = self.clock()
         if rule.bypass:
             backend = self.pick_backend(now, True, None)
@@ -162,18 +156,31 @@ class Admission:
         if bucket is None and rule.client_buckets is not None:
             bucket = rule.client_buckets.get(client_ip, now)
         if bucket is not None and not bucket.has_token(now):
-            return refusals[1]
+            return self._refusal(rule, _OVER_RATE)
         if rule.max_active is not None and rule.counter.value >= rule.max_active:
-            return refusals[0]
+            return self._refusal(rule, _OVER_CAPACITY)
         site_max = self.site_max_active
         if site_max is not None and self.site.value >= site_max:
-            return refusals[0]
+            return self._refusal(rule, _OVER_CAPACITY)
         backend = self.pick_backend(now, False, None)
         if backend is None:
-            return refusals[0]
+            return self._refusal(rule, _OVER_CAPACITY)
         if bucket is not None:
             bucket.take()
         return Ticket(self, rule, backend, now)
+
+    def pair_counter(self, backend: BackendSlot, rule_name: str) -> Counter:
+        """The (backend, rule) counter; built at init for this config's rules, and here
+        for a rule of another generation (a caller mixing Admissions across a reload)."""
+        counter = self.state.counter(("pair", backend.name, rule_name))
+        backend.pair_counters[rule_name] = counter
+        return counter
+
+    def _refusal(self, rule: CompiledRule, kind: int) -> Refusal:
+        # Built once per rule; a rule of another Admission (a caller mixing generations
+        # across a reload) still gets a correct, freshly built one.
+        refusals = self._refusals.get(rule) or _refusals(rule, self.retry_after)
+        return refusals[kind]
 
     def pick_backend(
         self, now: float, full_ok: bool, exclude: set[str] | None
@@ -258,6 +265,19 @@ class Admission:
 
 def _split(ceiling: int | None, share: tuple[int, int]) -> int | None:
     return None if ceiling is None else share_of(ceiling, *share)
+
+
+def _rotations(
+    backends: tuple[BackendSlot, ...],
+) -> tuple[tuple[tuple[int, BackendSlot], ...], ...]:
+    """For each start position, the scan order as (position after it, slot) pairs.
+    Draining backends take nothing new, so they are left out of the scan altogether."""
+    live = [b for b in backends if not b.draining]
+    count = len(live)
+    return tuple(
+        tuple(((at + 1) % count, live[at]) for at in (*range(start, count), *range(start)))
+        for start in range(count)
+    ) or ((),)
 
 
 def _default_rule(state: State, index: int) -> CompiledRule:

@@ -18,6 +18,8 @@ class BackendPicker(Protocol):
 
     site: Counter
 
+    def pair_counter(self, backend: BackendSlot, rule_name: str) -> Counter: ...
+
     def pick_backend(
         self, now: float, full_ok: bool, exclude: set[str] | None
     ) -> BackendSlot | None: ...
@@ -76,7 +78,9 @@ class Ticket:
         self.backend = backend
         self.started = started
         self._site = admission.site
-        self._pair = backend.pair_counters[rule.name]
+        self._pair = backend.pair_counters.get(rule.name) or admission.pair_counter(
+            backend, rule.name
+        )
         self._live = True
         self._tried: set[str] | None = None  # allocated on the first reroute only
         self._site.value += 1
@@ -105,7 +109,9 @@ class Ticket:
         new = self._admission.pick_backend(now, self.rule.bypass, tried)
         if new is None:
             return False
-        pair = new.pair_counters[self.rule.name]
+        pair = new.pair_counters.get(self.rule.name) or self._admission.pair_counter(
+            new, self.rule.name
+        )
         self.backend.counter.value -= 1
         self._pair.value -= 1
         new.counter.value += 1

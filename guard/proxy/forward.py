@@ -141,8 +141,8 @@ async def _forward(
             up = await gen.pools[backend.name].acquire()
         except UpstreamError as err:
             adm.upstream_error(backend.name, err.kind)
-            backend.health.mark_failure(conn.loop.time(), backend.cooldown)
-            if retry_left and ticket.reroute(conn.loop.time()):
+            backend.health.mark_failure(adm.clock(), backend.cooldown)
+            if retry_left and ticket.reroute(adm.clock()):
                 retry_left -= 1
                 continue
             return _fail(gen, conn, req, ex, 502)

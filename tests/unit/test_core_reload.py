@@ -66,3 +66,15 @@ def test_old_ticket_released_after_reload_brings_gauges_to_zero() -> None:
     assert {r["active"] for r in snap["rules"]} == {0}
     assert {p["active"] for p in snap["pairs"]} == {0}
     assert state.counter(("backend", "b")).value == 0  # the dropped backend too
+
+
+def test_rule_of_an_old_generation_admitted_by_a_new_one() -> None:
+    old, clock, state = build(config(rules=(rule("gone", "/gone"),)))
+    stale = old.match("GET", "/gone")
+    new = Admission(config(), state, clock)  # "gone" no longer configured
+    t = new.admit(stale, "10.0.0.1")
+    assert isinstance(t, Ticket)
+    assert state.counter(("pair", "a", "gone")).value == 1
+    t.release()
+    assert new.snapshot()["site"]["active"] == 0
+    assert state.counter(("pair", "a", "gone")).value == 0
