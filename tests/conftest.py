@@ -121,6 +121,13 @@ def write_config(tmp_path: Path, body: str, name: str = "guard.yaml") -> Path:
     return path
 
 
+def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on uvloop, like `guard run` does."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}
+
+
 StartWas = Callable[..., Awaitable[Was]]
 StartGuard = Callable[..., Awaitable[Guard]]
 

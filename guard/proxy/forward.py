@@ -193,7 +193,9 @@ async def _relay(
     if chunked is None:  # close-delimited towards an HTTP/1.0 client
         close, chunked = True, False
     req.keep_alive = not close
-    head_bytes = response_head(resp.status, resp.reason, resp.headers, framing, close)
+    head_bytes = response_head(
+        resp.status, resp.reason, resp.headers, framing, close, resp.connection
+    )
     conn.out_chunked = chunked
     conn.out_done = False
     if up.complete and not chunked and up.pending:

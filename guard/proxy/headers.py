@@ -55,13 +55,17 @@ def new_request_id() -> bytes:
     return f"{_REQUEST_ID_PREFIX}-{next(_REQUEST_IDS):x}".encode()
 
 
+def _tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
 def connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
     """Lower-case names listed in every Connection header (they are hop-by-hop too)."""
-    tokens: set[bytes] = set()
+    tokens: frozenset[bytes] = frozenset()
     for name, value in headers:
         if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(tokens)
+            tokens = tokens | _tokens(value)
+    return tokens
 
 
 def is_trusted(address: str, trusted: Networks) -> bool:
@@ -94,10 +98,21 @@ def client_address(peer: str, peer_trusted: bool, xff: bytes | None, trusted: Ne
 class RequestMeta:
     """What the forwarding headers need to know about the incoming request."""
 
-    __slots__ = ("client", "host", "peer", "peer_trusted", "request_id", "xff", "xfh", "xfp")
+    __slots__ = (
+        "client",
+        "connection",
+        "host",
+        "peer",
+        "peer_trusted",
+        "request_id",
+        "xff",
+        "xfh",
+        "xfp",
+    )
 
     def __init__(self) -> None:
         self.host: bytes | None = None
+        self.connection: frozenset[bytes] = frozenset()  # names listed in Connection
         self.xff: bytes | None = None
         self.xfp: bytes | None = None
         self.xfh: bytes | None = None
@@ -121,6 +136,8 @@ def scan_request(headers: Sequence[Header], meta: RequestMeta) -> None:
             meta.xfp = value
         elif lname == b"x-forwarded-host":
             meta.xfh = value
+        elif lname == b"connection":
+            meta.connection = meta.connection | _tokens(value)
 
 
 def request_head(
@@ -132,7 +149,7 @@ def request_head(
 ) -> bytes:
     """The request head sent to the backend. `framing` is b"" (no body),
     b"Content-Length: N\\r\\n" or b"Transfer-Encoding: chunked\\r\\n"."""
-    drop = _REQUEST_DROP | connection_tokens(headers) if _has_connection(headers) else _REQUEST_DROP
+    drop = _REQUEST_DROP | meta.connection if meta.connection else _REQUEST_DROP
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     if meta.host is not None:
         out += (b"Host: ", meta.host, b"\r\n")
@@ -152,21 +169,17 @@ def request_head(
     return b"".join(out)
 
 
-def _has_connection(headers: Sequence[Header]) -> bool:
-    return any(len(name) == 10 and name.lower() == b"connection" for name, _ in headers)
-
-
 def response_head(
     status: int,
     reason: bytes,
     headers: Sequence[Header],
     framing: bytes,
     close: bool,
+    listed: frozenset[bytes] = frozenset(),
 ) -> bytes:
-    """The response head sent to the client, hop-by-hop stripped, framing re-derived."""
-    drop = (
-        _RESPONSE_DROP | connection_tokens(headers) if _has_connection(headers) else _RESPONSE_DROP
-    )
+    """The response head sent to the client, hop-by-hop stripped (with the names `listed`
+    in its Connection header), framing re-derived."""
+    drop = _RESPONSE_DROP | listed if listed else _RESPONSE_DROP
     out = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or _reason(status), b"\r\n"]
     for name, value in headers:
         if name.lower() not in drop:
@@ -193,8 +206,8 @@ def simple_response(
     return b"".join(out)
 
 
+_REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
+
+
 def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Unknown"
+    return _REASONS.get(status, b"Unknown")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
-from guard.proxy.headers import Header
+from guard.proxy.headers import Header, connection_tokens
 
 MAX_RESPONSE_HEAD = 64 * 1024
 
@@ -41,7 +41,15 @@ class BodySink(Protocol):
 
 
 class ResponseHead:
-    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "reason", "status")
+    __slots__ = (
+        "chunked",
+        "connection",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+    )
 
     def __init__(self, status: int, headers: list[Header], keep_alive: bool) -> None:
         self.status = status
@@ -50,6 +58,7 @@ class ResponseHead:
         self.keep_alive = keep_alive
         self.content_length: int | None = None
         self.chunked = False
+        self.connection: frozenset[bytes] = frozenset()  # names listed in Connection
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -82,8 +91,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
@@ -145,6 +153,8 @@ class UpstreamConnection(asyncio.Protocol):
                 head.content_length = int(value)
             elif lname == b"transfer-encoding":
                 head.chunked = True
+            elif lname == b"connection":
+                head.connection = head.connection | connection_tokens([(name, value)])
         self.head = head
         if self.head_request:
             self.complete = True
