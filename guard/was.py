@@ -12,7 +12,8 @@ Endpoints (any method unless noted):
 - ``/__was/echo-headers``    every received header as ``[[name, value], ...]`` (duplicates kept)
 - ``/__was/bytes?n=N``       streams N bytes in 64 KiB chunks (never holds N in memory)
 - ``POST /__was/sink``       consumes a streamed body, answers ``{"received": n}``
-- ``/__was/hold``            holds its slot until ``POST /__was/release`` (releases all held)
+- ``/__was/hold``            holds a slot until ``POST /__was/release``, which frees every
+  request that arrived in /__was/hold before it (queued ones pass once they get a slot)
 - ``GET /__was/wait?active=N&timeout=S``  answers once ``active >= N`` (504 after S seconds)
 - ``/__was/slow-headers?ms=N``  waits N ms before sending the response headers
 
@@ -81,7 +82,7 @@ class WasState:
         }
 
     def release_all(self) -> int:
-        """Wake every request waiting in /__was/hold; later holds wait for the next release."""
+        """Free every request that arrived in /__was/hold so far; later ones wait for the next."""
         released = self.held
         event, self.release_event = self.release_event, asyncio.Event()
         event.set()
@@ -223,13 +224,13 @@ async def sink(request: web.Request) -> web.Response:
 
 async def hold(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    async with state.in_flight():
-        event = state.release_event
-        state.held += 1
-        try:
+    event = state.release_event  # taken on arrival: a release frees queued holds too
+    state.held += 1
+    try:
+        async with state.in_flight():
             await event.wait()
-        finally:
-            state.held -= 1
+    finally:
+        state.held -= 1
     return web.json_response({"name": state.name, "released": True})
 
 

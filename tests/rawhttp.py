@@ -105,3 +105,112 @@ async def scripted_backend(handler: Handler) -> tuple[asyncio.Server, int]:
 
 async def read_request_head(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
+
+
+async def peer_closes(reader: asyncio.StreamReader, timeout: float = 3.0) -> bool:
+    """True when the peer ends the connection (EOF or reset) within the timeout, False when
+    it is still open then. Whatever else arrives meanwhile is read and dropped."""
+    try:
+        async with asyncio.timeout(timeout):
+            while await reader.read(65536):
+                pass
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+async def send_paced(
+    writer: asyncio.StreamWriter, data: bytes, step: int = 1, pause: float = 0.0
+) -> None:
+    """Send `data` `step` bytes per write (one TCP segment each with TCP_NODELAY); between
+    writes yield to the loop (and wait `pause` seconds, to play a slow client)."""
+    import socket
+
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(0, len(data), step):
+        writer.write(data[i : i + step])
+        await writer.drain()
+        await asyncio.sleep(pause)
+
+
+class RecordingBackend:
+    """A backend that records every connection and every byte it receives, parses requests
+    with llhttp and answers each with 200 and a JSON echo of its target, headers and body
+    size. `connections == 0` and `received == b""` prove nothing was ever forwarded."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.received = bytearray()
+        self.requests: list[dict[str, object]] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> RecordingBackend:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import json
+
+        import httptools
+
+        self.connections += 1
+        done: list[dict[str, object]] = []
+
+        class Callbacks:
+            def __init__(self) -> None:
+                self.cur: dict[str, object] = {}
+
+            def on_message_begin(self) -> None:
+                self.cur = {"target": b"", "headers": [], "body": 0}
+
+            def on_url(self, url: bytes) -> None:
+                self.cur["target"] = self.cur["target"] + url  # type: ignore[operator]
+
+            def on_header(self, name: bytes, value: bytes) -> None:
+                self.cur["headers"].append([name.decode("latin-1"), value.decode("latin-1")])  # type: ignore[attr-defined]
+
+            def on_body(self, body: bytes) -> None:
+                self.cur["body"] = self.cur["body"] + len(body)  # type: ignore[operator]
+
+            def on_message_complete(self) -> None:
+                self.cur["target"] = self.cur["target"].decode("latin-1")  # type: ignore[attr-defined]
+                done.append(self.cur)
+
+        parser = httptools.HttpRequestParser(Callbacks())
+        try:
+            while data := await reader.read(65536):
+                self.received += data
+                try:
+                    parser.feed_data(data)
+                except httptools.HttpParserUpgrade:
+                    pass
+                except httptools.HttpParserError:
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    break
+                for req in done:
+                    self.requests.append(req)
+                    body = json.dumps(req).encode()
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+                    )
+                done.clear()
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()

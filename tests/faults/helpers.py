@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tests.conftest import Guard, poll
-from tests.rawhttp import scripted_backend
+from tests.rawhttp import RawResponse, read_response, scripted_backend
 
 Script = Callable[["Backend", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -128,3 +128,30 @@ async def wait_clients_gone(guard: Guard, timeout: float = 5.0) -> None:
 
 def one_backend(backend: Backend, **kw: int) -> str:
     return "backends:\n" + backend.yaml(**kw)
+
+
+async def read_head_then(
+    reader: asyncio.StreamReader, between: Callable[[], None], timeout: float = 5.0
+) -> RawResponse:
+    """Read one response, calling `between()` once its head has arrived (to let a scripted
+    backend fail only after guard has committed to the response)."""
+    async with asyncio.timeout(timeout):
+        head = await reader.readuntil(b"\r\n\r\n")
+    between()
+    rest = asyncio.StreamReader()
+    rest.feed_data(head)
+
+    async def pump() -> None:
+        try:
+            while data := await reader.read(65536):
+                rest.feed_data(data)
+        except ConnectionError as exc:
+            rest.set_exception(exc)
+            return
+        rest.feed_eof()
+
+    task = asyncio.ensure_future(pump())
+    try:
+        return await read_response(rest, timeout)
+    finally:
+        task.cancel()

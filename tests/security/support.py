@@ -1,0 +1,50 @@
+"""Assertions shared by the security tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import Guard
+from tests.rawhttp import RawResponse, RecordingBackend, exchange, peer_closes, read_response
+
+
+def recorder_yaml(backend: RecordingBackend, extra: str = "") -> str:
+    return f"backends:\n  - {{name: b, url: '{backend.url}', max_active: 50}}\n" + extra
+
+
+async def send_raw(
+    port: int, raw: bytes, timeout: float = 3.0
+) -> tuple[RawResponse, bool]:
+    """Send raw bytes on a fresh connection; return the first response and whether guard
+    then closed the connection (within `timeout`)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        res = await read_response(reader, timeout)
+        closed = await peer_closes(reader, timeout) if res.status else True
+        return res, closed
+    finally:
+        writer.close()
+
+
+async def assert_refused(
+    guard: Guard,
+    backend: RecordingBackend,
+    raw: bytes,
+    statuses: set[int],
+    *,
+    must_close: bool = True,
+) -> RawResponse:
+    """The request is answered by guard with one of `statuses`, the connection is closed
+    when framing is at stake, the backend never got a byte, no slot stays taken, and guard
+    still serves the next client."""
+    res, closed = await send_raw(guard.port, raw)
+    assert res.status in statuses, (res.status, res.body, raw)
+    if must_close:
+        assert closed, f"connection left open after {res.status} to {raw!r}"
+    await guard.wait_idle()
+    assert backend.connections == 0 and not backend.received, bytes(backend.received)
+    ok = await exchange(guard.port, b"GET /still-alive HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert ok.status == 200, "guard stopped serving after a bad request"
+    return res
