@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     sub.add_parser("demo", help="two simulated WAS instances with guard in front")
+    worker = sub.add_parser("worker")  # started by the supervisor when workers > 1
+    worker.add_argument("-c", "--config", type=Path, required=True)
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--of", type=int, required=True)
+    worker.add_argument("--admin-socket", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("GUARD_LOG_LEVEL", "INFO"),
@@ -35,6 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     require_c_parsers()
     if args.command == "run":
         sys.exit(run(args.config))
+    if args.command == "worker":
+        from guard.serve import serve
+
+        share = (args.index, args.of)
+        sys.exit(run_loop(serve(args.config, share=share, admin_socket=args.admin_socket)))
     from guard.demo import run_demo
 
     sys.exit(run_loop(run_demo()))
@@ -70,11 +80,15 @@ def require_c_parsers() -> None:
 
 def run(path: Path) -> int:
     try:
-        load_config(path)
+        workers = load_config(path).config.workers
     except ConfigError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return 1
+    if workers > 1:
+        from guard.workers import supervise
+
+        return run_loop(supervise(path, workers))
     from guard.serve import serve
 
     return run_loop(serve(path))

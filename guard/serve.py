@@ -15,33 +15,39 @@ from guard.runtime import Runtime
 log = logging.getLogger("guard")
 
 
-async def start_admin(runtime: Runtime) -> web.AppRunner:
+async def start_admin(runtime: Runtime, unix_path: Path | None = None) -> web.AppRunner:
+    """The admin app on admin_listen, or (a worker under a supervisor) on a unix socket."""
     cfg = runtime.gen.loaded.config
     runner = web.AppRunner(make_admin_app(runtime), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.admin_listen.host, cfg.admin_listen.port)
+    site: web.BaseSite
+    if unix_path is not None:
+        site = web.UnixSite(runner, str(unix_path))
+    else:
+        site = web.TCPSite(runner, cfg.admin_listen.host, cfg.admin_listen.port)
     await site.start()
     return runner
 
 
-async def serve(path: Path, ready: asyncio.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP re-reads the config file."""
-    runtime = Runtime(path)
-    await runtime.start()
-    admin = await start_admin(runtime)
+async def serve(
+    path: Path,
+    ready: asyncio.Event | None = None,
+    share: tuple[int, int] = (0, 1),
+    admin_socket: Path | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP re-reads the config file. As worker i of n
+    (`share`), listen with SO_REUSEPORT and serve the admin app on `admin_socket`."""
+    runtime = Runtime(path, share=share)
+    await runtime.start(reuse_port=share[1] > 1)
+    admin = await start_admin(runtime, admin_socket)
     cfg = runtime.gen.loaded.config
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(runtime.reload()))
-    log.info(
-        "guard listening on %s:%s, admin on %s:%s",
-        cfg.listen.host,
-        runtime.bound_port,
-        cfg.admin_listen.host,
-        cfg.admin_listen.port,
-    )
+    where = str(admin_socket) if admin_socket else str(cfg.admin_listen)
+    log.info("guard listening on %s:%s, admin on %s", cfg.listen.host, runtime.bound_port, where)
     if ready is not None:
         ready.set()
     await stop.wait()

