@@ -30,11 +30,11 @@ async def pin_tasks() -> AsyncIterator[list[asyncio.Task[Any]]]:
         coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
         **kw: Any,
     ) -> asyncio.Task[Any]:
-        task = asyncio.Task(coro, loop=loop, **kw)  # type: ignore[arg-type]
+        task = asyncio.Task(coro, loop=loop, **kw)
         pinned.append(task)
         return task
 
-    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    loop.set_task_factory(factory)
     yield pinned
     loop.set_task_factory(previous)
 

@@ -126,8 +126,8 @@ async def wait_clients_gone(guard: Guard, timeout: float = 5.0) -> None:
     )
 
 
-def one_backend(backend: Backend, **kw: int) -> str:
-    return "backends:\n" + backend.yaml(**kw)
+def one_backend(backend: Backend, max_active: int = 5) -> str:
+    return "backends:\n" + backend.yaml(max_active)
 
 
 async def read_head_then(

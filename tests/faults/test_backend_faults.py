@@ -100,7 +100,11 @@ async def _silent(b: Backend, r: asyncio.StreamReader, w: asyncio.StreamWriter) 
 
 @pytest.mark.parametrize(
     ("script", "status", "kind"),
-    [(_close_after_head, 502, "reset"), (_reset_after_head, 502, "reset"), (_silent, 504, "timeout")],
+    [
+        (_close_after_head, 502, "reset"),
+        (_reset_after_head, 502, "reset"),
+        (_silent, 504, "timeout"),
+    ],
     ids=["fin", "rst", "silent"],
 )
 async def test_post_is_never_retried(
@@ -204,7 +208,9 @@ async def test_head_then_hang_aborts_client_after_read_timeout(
 
 PARTIAL = {
     "content-length": b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100,
-    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n" + b"x" * 100 + b"\r\n",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n"
+    + b"x" * 100
+    + b"\r\n",
     "close-delimited": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 100,
 }
 CASES = [
@@ -265,7 +271,9 @@ async def test_close_delimited_body_ended_by_fin_is_complete(
 # -- malformed framing from the backend ------------------------------------------------------
 
 MALFORMED = {
-    "duplicate-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    "duplicate-content-length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"
+    ),
     "content-length-and-chunked": (
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"2\r\nok\r\n0\r\n\r\n"

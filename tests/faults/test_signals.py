@@ -150,9 +150,7 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_exits_0(
 
     sent = loop.time()
     g.signal(signal.SIGTERM)
-    await until(
-        lambda: refuses_connections(g.port), 2.0, lambda: "still accepting after SIGTERM"
-    )
+    await until(lambda: refuses_connections(g.port), 2.0, lambda: "still accepting after SIGTERM")
     assert g.proc.returncode is None, "exited without waiting for in-flight requests"
     assert (await read_response(idle_r, timeout=2.0)).status == 0  # idle ones are closed
     assert (await was.stats())["active"] == 5
@@ -220,7 +218,7 @@ async def test_sighup_with_broken_file_mid_load_keeps_serving(
             g.signal(signal.SIGHUP)
 
             async def failed() -> bool:
-                return (await g.status())["reloads"]["failure"] == 1
+                return bool((await g.status())["reloads"]["failure"] == 1)
 
             await until(failed, 5.0, lambda: f"reload failure not counted: {g.stderr()}")
             after = await g.status()
@@ -235,7 +233,7 @@ async def test_sighup_with_broken_file_mid_load_keeps_serving(
             g.signal(signal.SIGHUP)
 
             async def succeeded() -> bool:
-                return (await g.status())["reloads"]["success"] == 1
+                return bool((await g.status())["reloads"]["success"] == 1)
 
             await until(succeeded, 5.0, lambda: f"reload not applied: {g.stderr()}")
             fixed = await g.status()

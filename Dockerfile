@@ -1,0 +1,29 @@
+# guard: a traffic guard in front of your WAS fleet.
+#   docker build -t guard .
+#   docker run -p 8000:8000 -v $PWD/config:/etc/guard guard
+# The admin port (/metrics /status /reload) listens on admin_listen, 127.0.0.1:9100 by
+# default: set admin_listen: 0.0.0.0:9100 in the mounted config and publish 9100 only on a
+# network your Prometheus reaches, never on the public one.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+
+WORKDIR /opt/guard
+COPY pyproject.toml README.md ./
+COPY guard ./guard
+RUN pip install . \
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin guard
+
+COPY static /opt/guard/static
+COPY config/guard.yaml /etc/guard/guard.yaml
+# The shipped example points its waiting page at ../static relative to the config folder.
+RUN ln -s /opt/guard/static /etc/static
+
+USER guard
+EXPOSE 8000
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=2).status == 200 else 1)"
+
+ENTRYPOINT ["guard"]
+CMD ["run", "-c", "/etc/guard/guard.yaml"]
