@@ -108,6 +108,9 @@ class Limits(BaseModel):
     max_trailer_size: Size = 8192
     max_connections: PositiveInt = 10000
     max_tracked_clients: PositiveInt = 100000
+    # Bytes per second a request body must average once body_timeout has passed: a body
+    # trickled just under body_timeout per byte would otherwise hold its slot forever.
+    min_body_rate: Size = 240
 
 
 def _log_format(value: Any) -> Any:

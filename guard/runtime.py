@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
 from guard.accesslog import AccessLog
-from guard.config import ConfigError, LoadedConfig, load_config, problems_as_json
+from guard.config import Config, ConfigError, Limits, LoadedConfig, load_config, problems_as_json
 from guard.core.admission import Admission
 from guard.core.state import MemoryState
 from guard.proxy import forward
@@ -36,7 +37,7 @@ class Generation:
     access_log: AccessLog
 
     @property
-    def trusted(self) -> Any:
+    def trusted(self) -> tuple[IPv4Network | IPv6Network, ...]:
         return self.loaded.config.trusted_proxies
 
     @property
@@ -65,11 +66,11 @@ class ProxyServer:
         return self.runtime.gen
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         return self.runtime.gen.loaded.config
 
     @property
-    def limits(self) -> Any:
+    def limits(self) -> Limits:
         return self.runtime.gen.loaded.config.limits
 
     @property

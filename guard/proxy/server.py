@@ -56,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
         self.phase = _HEAD
         self.deadline = INF
         self.send_deadline = INF
+        self.body_started = INF
         self.pause_bits = 0
         self.pending_input = b""
         self.gone = False
@@ -194,6 +195,7 @@ class ClientConnection(asyncio.Protocol):
         now = self.loop.time()
         if req.has_body:
             self.phase = _BODY
+            self.body_started = now
             self.deadline = now + self.limits.body_timeout
             if req.content_length is not None and req.content_length > self.server.max_body:
                 req.error = 413
@@ -302,7 +304,7 @@ class ClientConnection(asyncio.Protocol):
     def check_deadlines(self, now: float) -> None:
         if now >= self.send_deadline:
             self.abort()  # a client that does not read releases its slot with the abort
-        elif now >= self.deadline:
+        elif now >= self.deadline or self._body_too_slow(now):
             self.deadline = INF
             if self.phase == _IDLE:
                 self.close_after_write()
@@ -315,6 +317,14 @@ class ClientConnection(asyncio.Protocol):
                 self._write_final(408)
             else:
                 self.abort()
+
+
+    def _body_too_slow(self, now: float) -> bool:
+        """After a grace of body_timeout, the body must average limits.min_body_rate."""
+        if self.phase != _BODY or self.parsing is None:
+            return False
+        late = now - self.body_started - self.limits.body_timeout
+        return late > 0 and self.parsing.body_bytes < self.limits.min_body_rate * late
 
 
 class _Refuse(Exception):
