@@ -231,7 +231,7 @@ def test_defaults(site: Path) -> None:
         "header_timeout": 10.0, "body_timeout": 30.0, "keepalive_timeout": 60.0,
         "send_timeout": 30.0, "max_request_line": 8192, "max_header_size": 16384,
         "max_headers": 100, "max_trailer_size": 8192, "max_connections": 10000,
-        "max_tracked_clients": 100000}
+        "max_tracked_clients": 100000, "min_body_rate": 240}
     assert cfg.client_max_size == 100 << 20
     assert (cfg.access_log.format, cfg.access_log.path) == ("json", None)
     backend = cfg.backends[0]
