@@ -59,6 +59,7 @@ class ProxyServer:
         self.runtime = runtime
         self.loop = asyncio.get_running_loop()
         self.connections: set[ClientConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # one per request being handled
         self.closing = False
 
     @property
@@ -218,10 +219,15 @@ class Runtime:
         for conn in list(server.connections):
             if conn.active is None:
                 conn.close_after_write()
-        while any(c.active is not None for c in server.connections):
+        while server.tasks:
             if server.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.02)
+        # Past the deadline: cancel what is left; each request releases its slot on the way out.
+        pending = list(server.tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         for conn in list(server.connections):
             conn.abort()
         for task in self._tasks:

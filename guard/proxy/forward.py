@@ -159,13 +159,18 @@ async def _forward(
         except UpstreamError as err:
             req.detach()
             up.release()
-            if req.error:
-                return _fail(gen, conn, req, ex, req.error)
+            if req.error or err.kind == "aborted":
+                return _fail(gen, conn, req, ex, req.error or 499)
             adm.upstream_error(backend.name, err.kind)
             if err.kind == "reset" and not err.sent and retry_left:
                 retry_left -= 1  # a stale keep-alive connection: try a fresh one
                 continue
             return _fail(gen, conn, req, ex, 504 if err.kind == "timeout" else 502)
+        except BaseException:  # cancelled (shutdown): the backend must not keep working
+            req.detach()
+            up.abort()
+            up.release()
+            raise
         if not backend.health.up:
             backend.health.mark_success()
         return await _relay(gen, conn, req, up, resp, ex)
@@ -209,8 +214,13 @@ async def _relay(
     try:
         await up.done  # type: ignore[misc]
     except UpstreamError as err:
-        gen.admission.upstream_error(ex.backend, err.kind)
-        conn.abort()  # mid-body failure: the client must see an aborted response
+        if err.kind != "aborted":
+            gen.admission.upstream_error(ex.backend, err.kind)
+        conn.abort(reset=True)  # mid-body failure: the client must see an aborted response
+    except BaseException:
+        up.abort()
+        conn.abort(reset=True)
+        raise
     finally:
         conn.streaming = None
         req.detach()

@@ -14,7 +14,10 @@ Rules this module keeps (RFC 9112 and what nginx/HAProxy promise):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -36,6 +39,7 @@ INF = float("inf")
 PAUSE_BODY, PAUSE_PIPELINE = 1, 2
 
 _HEAD, _BODY, _WAIT, _IDLE = "head", "body", "wait", "idle"
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -49,6 +53,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_trusted = False
         self.pipeline: deque[Request] = deque()
         self.active: Request | None = None
+        self.task: asyncio.Task[None] | None = None
         self.parsing: Request | None = None
         self.url = b""
         self.headers: list[Header] = []
@@ -88,10 +93,18 @@ class ClientConnection(asyncio.Protocol):
         if self.streaming is not None:
             self.streaming.abort()  # backend output has nowhere to go: stop it now
 
-    def abort(self) -> None:
+    def abort(self, reset: bool = False) -> None:
+        """Close at once; with `reset`, send a TCP RST so that even a close-delimited
+        response cannot be mistaken for a complete one."""
         self.closing = True
-        if self.transport is not None:
-            self.transport.abort()
+        if self.transport is None:
+            return
+        if reset:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.transport.abort()
 
     def close_after_write(self) -> None:
         self.closing = True
@@ -233,17 +246,23 @@ class ClientConnection(asyncio.Protocol):
             return
         req = self.pipeline.popleft()
         self.active = req
-        self.loop.create_task(self._handle(req))
+        self.task = task = self.loop.create_task(self._handle(req))
+        # asyncio keeps tasks only weakly; a collected task would release its slot early.
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
 
     async def _handle(self, req: Request) -> None:
         try:
             await self.server.handle(self, req)
-        except BaseException:
+        except asyncio.CancelledError:
+            self.abort()  # shutdown past its deadline: the ticket was released on the way out
+            raise
+        except Exception:
             log.exception("request handler failed")
             self.abort()
-            raise
         finally:
             self.active = None
+            self.task = None
             self.streaming = None
         if not req.keep_alive or not req.body_complete or req.error or self.server.closing:
             self.close_after_write()

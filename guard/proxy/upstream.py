@@ -8,6 +8,7 @@ back-pressure both ways: no per-chunk await, no buffering beyond the transports'
 Errors are classified for `guard_upstream_errors_total{kind}`:
 connect (refused/unreachable/connect timeout), timeout (read idle timeout),
 reset (connection closed before the response was complete), protocol (bad framing).
+"aborted" is guard's own doing (the client went away) and is not a backend error.
 """
 
 from __future__ import annotations
@@ -226,7 +227,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def abort(self) -> None:
-        self.complete = True
+        """Guard gives up on this exchange (the client went away or broke its request):
+        close the backend connection and wake whoever waits on it."""
+        self._fail(UpstreamError("aborted", "exchange aborted by guard"))
+
+    def release_transport(self) -> None:
+        """Close an idle connection (nothing is waiting on it)."""
         if self.transport is not None:
             self.transport.abort()
 
@@ -261,8 +267,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = True
         if reusable:
             self.pool.put_idle(self)
-        else:
-            self.abort()
+        elif self.transport is not None:
+            self.transport.abort()
 
 
 def _close_delimited(head: ResponseHead) -> bool:
@@ -309,7 +315,7 @@ class Pool:
 
     def put_idle(self, conn: UpstreamConnection) -> None:
         if len(self.idle) >= self.max_idle:
-            conn.abort()
+            conn.release_transport()
             return
         self.idle.append(conn)
 
@@ -319,4 +325,4 @@ class Pool:
 
     def close(self) -> None:
         while self.idle:
-            self.idle.pop().abort()
+            self.idle.pop().release_transport()
