@@ -649,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_install:
         ensure_tools()
     load_cpu, proxy_cpu = cpu_layout()
+    load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="guard-bench-"))
     workdir.chmod(0o755)  # nginx workers drop to an unprivileged user when run as root
     b = Bench(args, Procs(workdir), load_cpu, proxy_cpu)
@@ -673,6 +674,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     info = machine_info()
+    load_after = os.getloadavg()[0]
+    if load_before > 0.5:
+        b.notes.insert(
+            0,
+            f"the machine was busy before the run (1-minute load average {load_before:.2f}); "
+            "other processes skew every figure, rerun on an idle machine",
+        )
+    cmdline = " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])])
     header = (
         "# guard benchmark — latest run\n\n"
         f"Machine: {info['cpu']}, {info['memory']}, Linux {info['kernel']}; "
@@ -680,9 +689,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Loopback; backend nginx (1 worker) returning 1 KiB; wrk 1 thread, 64 keep-alive "
         f"connections, {args.duration:g} s per run after {args.warmup:g} s warm-up, pinned to core "
         f"{load_cpu}; proxy pinned to core {proxy_cpu}; median of {args.rounds} interleaved "
-        f"round(s); RLIMIT_NOFILE {nofile}. Reproduce: `make bench` "
-        f"(`.venv/bin/python bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
-        ").\n"
+        f"round(s); RLIMIT_NOFILE {nofile}; load average {load_before:.2f} before, "
+        f"{load_after:.2f} after. This run: `.venv/bin/python {cmdline}`; "
+        "the full default run: `make bench`.\n"
     )
     notes = "\n".join(f"- {n}" for n in dict.fromkeys(b.notes))
     report = header + "\n" + "\n".join(sections) + (f"\n## Notes\n\n{notes}\n" if notes else "")

@@ -16,6 +16,11 @@ from guard.proxy.headers import simple_response
 
 STATIC_PREFIX = "/__guard/static/"
 MAX_ASSET_BYTES = 2 * 1024 * 1024
+# Only web assets: ops often keep the waiting page next to the config and logs.
+ASSET_SUFFIXES = frozenset(
+    {".html", ".htm", ".css", ".js", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp",
+     ".ico", ".woff", ".woff2", ".txt"}
+)  # fmt: skip
 _NO_STORE = (b"Cache-Control", b"no-store")
 _JSON = (b"Content-Type", b"application/json")
 _HTML = (b"Content-Type", b"text/html; charset=utf-8")
@@ -91,12 +96,18 @@ class Pages:
 
 
 def _load_assets(folder: Path) -> dict[str, tuple[bytes, bytes]]:
-    """Files directly in `folder` and below, by relative POSIX path. Guard serves only
-    these names from memory, so no request path can reach the file system."""
+    """Web assets (by suffix) in `folder` and below, by relative POSIX path. Guard serves
+    only these names from memory, so no request path can reach the file system, and a
+    config file or log kept beside the waiting page is never served."""
     assets: dict[str, tuple[bytes, bytes]] = {}
     if not folder.is_dir():
         return assets
     for file in sorted(folder.rglob("*")):
+        relative = file.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # no dotfiles or dot-folders (.git, .env)
+        if file.suffix.lower() not in ASSET_SUFFIXES:
+            continue
         if file.is_file() and file.stat().st_size <= MAX_ASSET_BYTES:
             ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
             if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):

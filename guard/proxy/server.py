@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections import deque
@@ -36,10 +37,11 @@ SLICE = 8192
 PIPELINE_MAX = 16
 INF = float("inf")
 # Reasons to pause reading from the client, as bits (reading resumes when none is left).
-PAUSE_BODY, PAUSE_PIPELINE = 1, 2
+PAUSE_BODY, PAUSE_PIPELINE, PAUSE_OUTPUT = 1, 2, 4
 
 _HEAD, _BODY, _WAIT, _IDLE = "head", "body", "wait", "idle"
 _LINGER_RESET = struct.pack("ii", 1, 0)
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+;=]+)(:[0-9]{1,5})?")
 
 
 class ClientConnection(asyncio.Protocol):
@@ -58,10 +60,13 @@ class ClientConnection(asyncio.Protocol):
         self.url = b""
         self.headers: list[Header] = []
         self.head_size = 0
+        self.head_fed = 0
         self.phase = _HEAD
         self.deadline = INF
         self.send_deadline = INF
         self.body_started = INF
+        self.body_seen = 0
+        self.overhead_fed = 0
         self.pause_bits = 0
         self.pending_input = b""
         self.gone = False
@@ -136,13 +141,39 @@ class ClientConnection(asyncio.Protocol):
             try:
                 self.parser.feed_data(piece)
             except httptools.HttpParserUpgrade:
-                self.stop_parsing = True  # never switch protocols: answer, then close
-            except _Refuse as refusal:
-                self._refuse(refusal.status)
+                self._stop_after_upgrade()
             except httptools.HttpParserError as exc:
-                self._refuse(_status_of(exc))
-            if self.phase == _HEAD and self.head_size + len(self.url) > self.limits.max_header_size:
-                self._refuse(431)
+                # httptools wraps what a callback raised; our own refusals carry a status.
+                cause = exc.__cause__ or exc.__context__
+                self._refuse(cause.status if isinstance(cause, _Refuse) else _status_of(exc))
+            if self.phase == _BODY and self.parsing is not None and self.parsing.chunked:
+                self._bound_chunk_overhead(len(piece))
+            elif self.phase == _HEAD and not self.closing:
+                # A line still being received is buffered inside the parser: bound it too.
+                self.head_fed += len(piece)
+                if self.head_fed > self.limits.max_header_size + self.limits.max_request_line:
+                    self._refuse(431)
+
+    def _bound_chunk_overhead(self, fed: int) -> None:
+        """Bytes of a chunked body that carry no data (chunk lines, trailers) are buffered
+        by the parser until their line ends: refuse once they exceed the trailer limit."""
+        req = self.parsing
+        assert req is not None
+        if req.body_bytes != self.body_seen:
+            self.body_seen = req.body_bytes
+            self.overhead_fed = 0
+            return
+        self.overhead_fed += fed
+        if self.overhead_fed > self.limits.max_trailer_size + SLICE:
+            self._refuse(431)
+
+    def _stop_after_upgrade(self) -> None:
+        """guard never switches protocols: the upgrade request is answered as a plain
+        request, then the connection closes (what follows it was never parsed)."""
+        self.stop_parsing = True
+        last = self.pipeline[-1] if self.pipeline else self.active
+        if last is not None:
+            last.keep_alive = False
 
     def _refuse(self, status: int) -> None:
         """Unrecoverable input: answer now if nothing else is being answered, then close."""
@@ -170,6 +201,7 @@ class ClientConnection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_size = 0
+        self.head_fed = 0
         self.parsing = None
 
     def on_url(self, url: bytes) -> None:
@@ -184,6 +216,8 @@ class ClientConnection(asyncio.Protocol):
                 raise _Refuse(431)
             return
         if len(self.headers) >= self.limits.max_headers:
+            raise _Refuse(431)
+        if self.head_size + len(self.url) > self.limits.max_header_size:
             raise _Refuse(431)
         if b"_" in name:
             raise _Refuse(400)  # ambiguous with "-" after CGI-style normalisation
@@ -209,6 +243,8 @@ class ClientConnection(asyncio.Protocol):
         if req.has_body:
             self.phase = _BODY
             self.body_started = now
+            self.body_seen = 0
+            self.overhead_fed = 0
             self.deadline = now + self.limits.body_timeout
             if req.content_length is not None and req.content_length > self.server.max_body:
                 req.error = 413
@@ -244,6 +280,8 @@ class ClientConnection(asyncio.Protocol):
     def _start_next(self) -> None:
         if self.active is not None or not self.pipeline or self.closing:
             return
+        if self.pause_bits & PAUSE_OUTPUT:
+            return  # answer the next one when the client has read the previous answers
         req = self.pipeline.popleft()
         self.active = req
         self.task = task = self.loop.create_task(self._handle(req))
@@ -292,14 +330,19 @@ class ClientConnection(asyncio.Protocol):
         self._pause(PAUSE_BODY, on)
 
     def pause_writing(self) -> None:
+        """The client reads slower than we answer: stop reading its requests and the
+        backend's response until it catches up, and start the send deadline."""
         self.send_deadline = self.loop.time() + self.limits.send_timeout
+        self._pause(PAUSE_OUTPUT, True)
         if self.streaming is not None:
             self.streaming.pause_reading()
 
     def resume_writing(self) -> None:
         self.send_deadline = INF
+        self._pause(PAUSE_OUTPUT, False)
         if self.streaming is not None:
             self.streaming.resume_reading()
+        self._start_next()
 
     # -- output (also the BodySink of a streaming upstream response) ------------------
     def write(self, data: bytes) -> None:
@@ -337,7 +380,6 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self.abort()
 
-
     def _body_too_slow(self, now: float) -> bool:
         """After a grace of body_timeout, the body must average limits.min_body_rate."""
         if self.phase != _BODY or self.parsing is None:
@@ -354,6 +396,8 @@ class _Refuse(Exception):
 
 def _status_of(exc: httptools.HttpParserError) -> int:
     text = str(exc)
+    if "HTTP version" in text or "Invalid major version" in text:
+        return 505
     if "Transfer-Encoding" in text and "invalid" in text.lower():
         return 501 if "Request has invalid" in text else 400
     return 400
@@ -366,6 +410,8 @@ def _check_framing(req: Request) -> None:
         lname = name.lower()
         if lname == b"host":
             hosts += 1
+            if value and not _HOST.fullmatch(value):
+                raise _Refuse(400)  # one host[:port], never a list or anything else
         elif lname == b"transfer-encoding":
             if req.version == b"1.0":
                 raise _Refuse(400)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from tests.conftest import Guard
 from tests.rawhttp import RawResponse, RecordingBackend, exchange, peer_closes, read_response
 
+# A request leaked by guard would hold Runtime.stop() for timeouts.shutdown (30 s default).
+FAST_STOP = "timeouts: {shutdown: 500ms}\n"
+
 
 def recorder_yaml(backend: RecordingBackend, extra: str = "") -> str:
-    return f"backends:\n  - {{name: b, url: '{backend.url}', max_active: 50}}\n" + extra
+    backends = f"backends:\n  - {{name: b, url: '{backend.url}', max_active: 50}}\n"
+    return backends + FAST_STOP + extra
 
 
 async def send_raw(
-    port: int, raw: bytes, timeout: float = 3.0
+    port: int, raw: bytes, timeout: float = 3.0, check_close: bool = True
 ) -> tuple[RawResponse, bool]:
     """Send raw bytes on a fresh connection; return the first response and whether guard
     then closed the connection (within `timeout`)."""
@@ -21,7 +26,7 @@ async def send_raw(
     try:
         writer.write(raw)  # no drain: a guard that stops reading must not block the test
         res = await reply(reader, timeout)
-        closed = await peer_closes(reader, timeout)
+        closed = await peer_closes(reader, timeout) if check_close else False
         return res, closed
     finally:
         writer.close()
@@ -38,7 +43,7 @@ async def assert_refused(
     """The request is answered by guard with one of `statuses`, the connection is closed
     when framing is at stake, the backend never got a byte, no slot stays taken, and guard
     still serves the next client."""
-    res, closed = await send_raw(guard.port, raw)
+    res, closed = await send_raw(guard.port, raw, check_close=must_close)
     assert res.status in statuses, (res.status, res.body[:300], raw[:300])
     if must_close:
         assert closed, f"connection left open after {res.status} to {raw!r}"
@@ -55,3 +60,13 @@ async def reply(reader: asyncio.StreamReader, timeout: float = 3.0) -> RawRespon
         return await read_response(reader, timeout)
     except TimeoutError:
         return RawResponse()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, why: str) -> None:
+    """Poll an async condition with a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(why)
+        await asyncio.sleep(0.01)

@@ -15,6 +15,11 @@ from tests.security.support import assert_refused, recorder_yaml
 POST = b"POST /event/a HTTP/1.1\r\nHost: shop.example\r\n"
 SMUGGLED = b"GET /admin/secret HTTP/1.1\r\nHost: shop.example\r\n\r\n"
 CHUNKED_BODY = b"2\r\nab\r\n0\r\n\r\n"
+EVENT_RULES = """
+rules:
+  - {name: admin, path: /admin/**, block: true}
+  - {name: event, path: /event/**, max_active: 10}
+"""
 
 
 def te(value: bytes) -> bytes:
@@ -30,12 +35,18 @@ def chunk(size: bytes) -> bytes:
 FRAMING = [
     (
         "cl-then-te",
-        POST + b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n" + b"0\r\n\r\nX" + SMUGGLED,
+        POST
+        + b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"0\r\n\r\nX"
+        + SMUGGLED,
         {400},
     ),
     (
         "te-then-cl",
-        POST + b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n" + CHUNKED_BODY + SMUGGLED,
+        POST
+        + b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n"
+        + CHUNKED_BODY
+        + SMUGGLED,
         {400},
     ),
     # chunked applied twice / not final / unknown coding: 400 (length undeterminable,
@@ -43,8 +54,10 @@ FRAMING = [
     ("te-chunked-chunked", te(b"chunked, chunked"), {400, 501}),
     (
         "te-two-lines",
-        POST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + CHUNKED_BODY + SMUGGLED,
+        POST
+        + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + CHUNKED_BODY
+        + SMUGGLED,
         {400, 501},
     ),
     ("te-xchunked", te(b"xchunked"), {400, 501}),
@@ -56,7 +69,8 @@ FRAMING = [
     (
         "http10-chunked",
         b"POST /event/a HTTP/1.0\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + CHUNKED_BODY + SMUGGLED,
+        + CHUNKED_BODY
+        + SMUGGLED,
         {400},
     ),
     (
@@ -122,7 +136,11 @@ HEADS = [
     ("space-before-colon", b"GET /event/a HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", {400}),
     ("tab-before-colon", b"GET /event/a HTTP/1.1\r\nHost: a\r\nX-A\t: b\r\n\r\n", {400}),
     ("leading-space-first-header", b"GET /event/a HTTP/1.1\r\n Host: a\r\n\r\n", {400}),
-    ("underscore-name", b"GET /event/a HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 1.2.3.4\r\n\r\n", {400}),
+    (
+        "underscore-name",
+        b"GET /event/a HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 1.2.3.4\r\n\r\n",
+        {400},
+    ),
     ("underscore-cl", POST + b"Content_Length: 2\r\n\r\nab", {400}),
     ("empty-header-name", b"GET /event/a HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", {400}),
     ("del-in-name", b"GET /event/a HTTP/1.1\r\nHost: a\r\nX\x7fA: b\r\n\r\n", {400}),
@@ -153,13 +171,6 @@ async def test_malformed_head_refused_never_forwarded(
 ) -> None:
     guard = await start_guard(recorder_yaml(recorder, EVENT_RULES))
     await assert_refused(guard, recorder, raw, statuses, must_close=False)
-
-
-EVENT_RULES = """
-rules:
-  - {name: admin, path: /admin/**, block: true}
-  - {name: event, path: /event/**, max_active: 10}
-"""
 
 
 async def test_well_formed_bodies_do_reach_the_backend(

@@ -8,7 +8,7 @@ import json
 import socket
 from pathlib import Path
 
-from tests.conftest import Guard, StartGuard
+from tests.conftest import Guard, StartGuard, poll
 from tests.rawhttp import (
     RecordingBackend,
     exchange,
@@ -95,9 +95,7 @@ async def test_header_section_too_large_is_431(
     await assert_refused(guard, recorder, raw, {431}, must_close=False)
 
 
-async def test_too_many_headers_is_431(
-    start_guard: StartGuard, recorder: RecordingBackend
-) -> None:
+async def test_too_many_headers_is_431(start_guard: StartGuard, recorder: RecordingBackend) -> None:
     guard = await limited(start_guard, recorder)
     raw = GET + b"".join(b"X-H%d: v\r\n" % i for i in range(25)) + b"\r\n"
     await assert_refused(guard, recorder, raw, {431}, must_close=False)
@@ -110,8 +108,12 @@ async def test_just_under_the_limits_is_forwarded(
     guard = await limited(start_guard, recorder)
     headers = b"".join(b"X-H%d: v\r\n" % i for i in range(18))
     raw = (
-        b"POST /event/" + b"a" * 900 + b" HTTP/1.1\r\nHost: a\r\n" + headers
-        + b"Content-Length: 1000\r\n\r\n" + b"b" * 1000
+        b"POST /event/"
+        + b"a" * 900
+        + b" HTTP/1.1\r\nHost: a\r\n"
+        + headers
+        + b"Content-Length: 1000\r\n\r\n"
+        + b"b" * 1000
     )
     res = await exchange(guard.port, raw)
     assert res.status == 200, res.body
@@ -159,7 +161,9 @@ async def test_chunked_body_growing_past_client_max_size_while_streaming(
     reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
     writer.write(POST + b"Transfer-Encoding: chunked\r\n\r\n100\r\n" + b"b" * 0x100 + b"\r\n")
     await writer.drain()
-    await poll_until(lambda: len(recorder.received) > 0, "the head never reached the backend")
+    await poll(
+        lambda: len(recorder.received) > 0, 5.0, lambda: "the head never reached the backend"
+    )
     writer.write(b"".join(b"100\r\n" + b"b" * 0x100 + b"\r\n" for _ in range(8)))
     await writer.drain()
     res = await reply(reader, 3.0)
@@ -287,7 +291,7 @@ async def test_pipelined_flood_from_a_client_that_does_not_read_stays_bounded(
     server = guard.runtime.server
     assert server is not None
     loop = asyncio.get_running_loop()
-    await poll_until(lambda: bool(server.connections), "no connection")
+    await poll(lambda: bool(server.connections), 5.0, lambda: "no connection")
     deadline = loop.time() + 1.0 + 3.0
     peak = 0
     try:
@@ -306,9 +310,3 @@ async def test_pipelined_flood_from_a_client_that_does_not_read_stays_bounded(
         writer.transport.abort()
     await guard.wait_idle()
     assert recorder.connections == 0
-
-
-async def poll_until(cond: object, why: str, timeout: float = 5.0) -> None:
-    from tests.conftest import poll
-
-    await poll(cond, timeout, lambda: why)  # type: ignore[arg-type]

@@ -71,12 +71,18 @@ CASES: dict[str, tuple[str, Route]] = {
     "double-encoded-letter": ("/%2561dmin/x", Route("default", "/%2561dmin/x")),
     "double-encoded-slash": ("/event/..%252fadmin/x", Route("event", "/event/..%252fadmin/x")),
     # overlong UTF-8 for '.': never a dot segment (Tomcat answers 400 for invalid UTF-8)
-    "overlong-2-byte": ("/x/%c0%ae%c0%ae/admin/x", Route("default", "/x/%C0%AE%C0%AE/admin/x", True)),
+    "overlong-2-byte": (
+        "/x/%c0%ae%c0%ae/admin/x",
+        Route("default", "/x/%C0%AE%C0%AE/admin/x", True),
+    ),
     "overlong-in-event": (
         "/event/%c0%ae%c0%ae/admin/x",
         Route("event", "/event/%C0%AE%C0%AE/admin/x", True),
     ),
-    "overlong-3-byte": ("/x/%e0%80%ae%e0%80%ae/admin", Route("default", "/x/%E0%80%AE%E0%80%AE/admin", True)),
+    "overlong-3-byte": (
+        "/x/%e0%80%ae%e0%80%ae/admin",
+        Route("default", "/x/%E0%80%AE%E0%80%AE/admin", True),
+    ),
     "overlong-slash": ("/event/..%c0%afadmin/x", Route("event", "/event/..%C0%AFadmin/x", True)),
     # case-sensitive, like servlet mappings
     "upper-case": ("/ADMIN/x", Route("default", "/ADMIN/x")),
@@ -152,4 +158,3 @@ async def test_waiting_assets_prefix_cannot_reach_the_backend_or_climb_out(
     assert status == 404
     await assert_not_forwarded(was)
     await guard.wait_idle()
-
