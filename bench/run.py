@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from common import (  # bench/ is sys.path[0] when run as a script
     BENCH,
     HOST,
@@ -649,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_install:
         ensure_tools()
     load_cpu, proxy_cpu = cpu_layout()
-    load_before = os.getloadavg()[0]
+    busy_before = psutil.cpu_percent(interval=1.0)  # other work on the machine skews everything
     workdir = Path(tempfile.mkdtemp(prefix="guard-bench-"))
     workdir.chmod(0o755)  # nginx workers drop to an unprivileged user when run as root
     b = Bench(args, Procs(workdir), load_cpu, proxy_cpu)
@@ -674,12 +675,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     info = machine_info()
-    load_after = os.getloadavg()[0]
-    if load_before > 0.5:
+    if busy_before > 10:
         b.notes.insert(
             0,
-            f"the machine was busy before the run (1-minute load average {load_before:.2f}); "
-            "other processes skew every figure, rerun on an idle machine",
+            f"the machine was {busy_before:.0f}% busy just before the run; other processes "
+            "skew every figure: rerun on an idle machine",
         )
     cmdline = " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])])
     header = (
@@ -689,8 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Loopback; backend nginx (1 worker) returning 1 KiB; wrk 1 thread, 64 keep-alive "
         f"connections, {args.duration:g} s per run after {args.warmup:g} s warm-up, pinned to core "
         f"{load_cpu}; proxy pinned to core {proxy_cpu}; median of {args.rounds} interleaved "
-        f"round(s); RLIMIT_NOFILE {nofile}; load average {load_before:.2f} before, "
-        f"{load_after:.2f} after. This run: `.venv/bin/python {cmdline}`; "
+        f"round(s); RLIMIT_NOFILE {nofile}; CPU {busy_before:.0f}% busy before the run. "
+        f"This run: `.venv/bin/python {cmdline}`; "
         "the full default run: `make bench`.\n"
     )
     notes = "\n".join(f"- {n}" for n in dict.fromkeys(b.notes))

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "check":
         sys.exit(check(args.config))
     require_c_parsers()
+    raise_fd_limit()
     if args.command == "run":
         sys.exit(run(args.config))
     if args.command == "worker":
@@ -76,6 +77,22 @@ def require_c_parsers() -> None:
             "guard: aiohttp's C parser is unavailable (AIOHTTP_NO_EXTENSIONS is set or the "
             "extension failed to build); refusing to start on the lenient pure-Python parser"
         )
+
+
+def raise_fd_limit() -> None:
+    """Every client and backend connection is a file descriptor; the usual soft limit of
+    1024 would cap guard far below limits.max_connections."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as err:
+            log.warning("could not raise the open-file limit from %s: %s", soft, err)
 
 
 def run(path: Path) -> int:
