@@ -44,6 +44,8 @@ _REQUEST_DROP = HOP_BY_HOP | {
     b"x-request-id",
     b"host",
 }
+# RFC 7239 Forwarded is believed only from trusted proxies, like X-Forwarded-*.
+_UNTRUSTED_DROP = _REQUEST_DROP | {b"forwarded"}
 _RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 
 _REQUEST_IDS = count(1)
@@ -149,7 +151,9 @@ def request_head(
 ) -> bytes:
     """The request head sent to the backend. `framing` is b"" (no body),
     b"Content-Length: N\\r\\n" or b"Transfer-Encoding: chunked\\r\\n"."""
-    drop = _REQUEST_DROP | meta.connection if meta.connection else _REQUEST_DROP
+    drop = _REQUEST_DROP if meta.peer_trusted else _UNTRUSTED_DROP
+    if meta.connection:
+        drop = drop | meta.connection
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     if meta.host is not None:
         out += (b"Host: ", meta.host, b"\r\n")

@@ -240,3 +240,23 @@ async def test_keep_alive_and_pipelining(start_was: StartWas, start_guard: Start
         assert res.status == 200
         assert json.loads(res.body)["raw_path"] == f"/p{i}"  # in order
     writer.close()
+
+
+async def test_forwarded_header_only_from_trusted_peers(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
+    import json
+
+    was = await start_was()
+    untrusted = await start_guard(backends_yaml(was))
+    trusted = await start_guard(backends_yaml(was) + "trusted_proxies: [127.0.0.0/8]\n")
+    raw = (
+        b"GET /__was/echo-headers HTTP/1.1\r\nHost: a\r\n"
+        b"Forwarded: for=6.6.6.6;proto=https\r\n\r\n"
+    )
+    seen = []
+    for guard in (untrusted, trusted):
+        res = await exchange(guard.port, raw)
+        seen.append({k.lower(): v for k, v in json.loads(res.body)["headers"]})
+    assert "forwarded" not in seen[0]
+    assert seen[1]["forwarded"] == "for=6.6.6.6;proto=https"
