@@ -59,10 +59,22 @@ from guard.config_types import (
 from guard.config_yaml import read_yaml
 
 __all__ = [  # noqa: RUF022 - grouped: models, then errors, then functions
-    "AccessLog", "Backend", "Config", "Health", "HostPort", "Limits", "LoadedConfig", "Rate",
-    "Rule", "Timeouts",
-    "ConfigError", "Problem",
-    "load_config", "parse_config", "problems_as_json", "summarize",
+    "AccessLog",
+    "Backend",
+    "Config",
+    "Health",
+    "HostPort",
+    "Limits",
+    "LoadedConfig",
+    "Rate",
+    "Rule",
+    "Timeouts",
+    "ConfigError",
+    "Problem",
+    "load_config",
+    "parse_config",
+    "problems_as_json",
+    "summarize",
 ]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
@@ -155,7 +167,7 @@ class Backend(BaseModel):
 
     @property
     def host(self) -> str:
-        return self.url[len("http://"):].rsplit(":", 1)[0].strip("[]")
+        return self.url[len("http://") :].rsplit(":", 1)[0].strip("[]")
 
     @property
     def port(self) -> int:
@@ -195,15 +207,23 @@ class Rule(BaseModel):
     def _compatible(self) -> Rule:
         # Blame the key that cannot be there, on its own line, so the fix is obvious.
         found: list[tuple[tuple[str | int, ...], str]] = []
-        for flag, others in (("bypass", ("block", "max_active", "rate")),
-                             ("block", ("max_active", "rate"))):
+        for flag, others in (
+            ("bypass", ("block", "max_active", "rate")),
+            ("block", ("max_active", "rate")),
+        ):
             if getattr(self, flag):
-                found += [((key,), f"not allowed with {flag}: true") for key in others
-                          if getattr(self, key) not in (None, False)
-                          and not (flag == "block" and self.bypass)]
+                found += [
+                    ((key,), f"not allowed with {flag}: true")
+                    for key in others
+                    if getattr(self, key) not in (None, False)
+                    and not (flag == "block" and self.bypass)
+                ]
         if self.rate is None:
-            found += [((key,), "requires rate") for key in ("burst", "per_client")
-                      if getattr(self, key) not in (None, False)]
+            found += [
+                ((key,), "requires rate")
+                for key in ("burst", "per_client")
+                if getattr(self, key) not in (None, False)
+            ]
         if found:
             raise conflicts(found)
         return self

@@ -97,8 +97,12 @@ def duplicate_names(section: str, names: Sequence[object]) -> list[tuple[Loc, st
         if not isinstance(name, str):
             continue
         if name in first:
-            found.append(((index, "name"),
-                          f'duplicate name "{name}" (already used by {section}[{first[name]}])'))
+            found.append(
+                (
+                    (index, "name"),
+                    f'duplicate name "{name}" (already used by {section}[{first[name]}])',
+                )
+            )
         else:
             first[name] = index
     return found

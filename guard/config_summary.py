@@ -20,15 +20,17 @@ def summarize(loaded: LoadedConfig) -> str:
         f"waiting page {cfg.waiting_page}   static {cfg.static_dir}",
         "",
         f"backends ({len(cfg.backends)}):",
-        *_table(["name", "url", "max_active", "drain"],
-                [[b.name, b.url, str(b.max_active), "yes" if b.drain else "no"]
-                 for b in cfg.backends]),
+        *_table(
+            ["name", "url", "max_active", "drain"],
+            [[b.name, b.url, str(b.max_active), "yes" if b.drain else "no"] for b in cfg.backends],
+        ),
         "",
         f"rules ({len(cfg.rules)}, first match wins):",
-        *_table(["#", "name", "path", "methods", "max_active", "rate (burst)", "per_client",
-                 "action"],
-                [_rule_row(i, r) for i, r in enumerate(cfg.rules, 1)]
-                + [["-", "default", "(anything else)", "*", "-", "-", "-", "wait"]]),
+        *_table(
+            ["#", "name", "path", "methods", "max_active", "rate (burst)", "per_client", "action"],
+            [_rule_row(i, r) for i, r in enumerate(cfg.rules, 1)]
+            + [["-", "default", "(anything else)", "*", "-", "-", "-", "wait"]],
+        ),
         "",
         f"configuration OK: {loaded.path}",
     ]
@@ -38,14 +40,24 @@ def summarize(loaded: LoadedConfig) -> str:
 def _rule_row(index: int, rule: Rule) -> list[str]:
     rate = f"{rule.rate} ({rule.effective_burst})" if rule.rate else "-"
     action = "bypass" if rule.bypass else "block" if rule.block else rule.action
-    return [str(index), rule.name, rule.path, ",".join(rule.methods or ["*"]),
-            str(rule.max_active or "-"), rate, "yes" if rule.per_client else "-", action]
+    return [
+        str(index),
+        rule.name,
+        rule.path,
+        ",".join(rule.methods or ["*"]),
+        str(rule.max_active or "-"),
+        rate,
+        "yes" if rule.per_client else "-",
+        action,
+    ]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in [header, *rows]]
+    return [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 def _duration(seconds: float) -> str:

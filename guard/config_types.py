@@ -147,8 +147,10 @@ def _pattern_error(value: str) -> str | None:
     if not _PATH_CHARS.fullmatch(_PCT.sub("", value)):
         return "expected only URL path characters (non-ASCII must be percent-encoded)"
     for code in _PCT.findall(value):
-        if code.upper() in ("00", "2F", "5C") or code != code.upper() or _UNRESERVED.match(
-            chr(int(code, 16))
+        if (
+            code.upper() in ("00", "2F", "5C")
+            or code != code.upper()
+            or _UNRESERVED.match(chr(int(code, 16)))
         ):
             return 'expected "%XX" only for reserved characters, upper-case, not %00 %2F %5C'
     segments = value.split("/")[1:]
@@ -162,8 +164,9 @@ def _pattern_error(value: str) -> str | None:
 
 def _pattern(value: Any) -> Any:
     if isinstance(value, str) and (reason := _pattern_error(value)):
-        raise PydanticCustomError("guard_pattern", "{reason}, got {got}",
-                                  {"reason": reason, "got": shown(value)})
+        raise PydanticCustomError(
+            "guard_pattern", "{reason}, got {got}", {"reason": reason, "got": shown(value)}
+        )
     return value
 
 
@@ -263,8 +266,13 @@ def _backend_url(value: Any) -> str:
     except ValueError:  # port out of range or not a number
         raise _fail("guard_url", URL_FORM, value) from None
     extra = parts.query or parts.fragment or parts.username or parts.password
-    if parts.scheme.lower() != "http" or not parts.hostname or parts.path not in ("", "/") \
-            or extra or value.strip().endswith(("?", "#")):
+    if (
+        parts.scheme.lower() != "http"
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or extra
+        or value.strip().endswith(("?", "#"))
+    ):
         raise _fail("guard_url", URL_FORM, value)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"http://{host}:{port}"

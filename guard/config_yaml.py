@@ -92,8 +92,7 @@ class _Walker:
             return self._mapping(node, loc, active)
         if isinstance(node, yaml.SequenceNode):
             return [
-                self._item(child, (*loc, index), active)
-                for index, child in enumerate(node.value)
+                self._item(child, (*loc, index), active) for index, child in enumerate(node.value)
             ]
         try:
             return self.loader.construct_object(node, deep=True)
@@ -120,9 +119,13 @@ class _Walker:
             key = str(key_node.value)
             key_line = key_node.start_mark.line + 1
             if key in first_line:
-                self.doc.issues.append(YamlIssue(
-                    (*loc, key), key_line, f"duplicate key (first set on line {first_line[key]})"
-                ))
+                self.doc.issues.append(
+                    YamlIssue(
+                        (*loc, key),
+                        key_line,
+                        f"duplicate key (first set on line {first_line[key]})",
+                    )
+                )
                 continue
             first_line[key] = key_line
             self.doc.lines[(*loc, key)] = _value_line(key_node, value_node)
@@ -131,8 +134,9 @@ class _Walker:
             self._merge(result, source, loc, active)
         return result
 
-    def _merge(self, result: dict[str, Any], source: yaml.Node, loc: Loc,
-               active: frozenset[int]) -> None:
+    def _merge(
+        self, result: dict[str, Any], source: yaml.Node, loc: Loc, active: frozenset[int]
+    ) -> None:
         sources = source.value if isinstance(source, yaml.SequenceNode) else [source]
         for item in sources:
             # Walk into a scratch document so merged lines never overwrite explicit ones.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -59,7 +60,8 @@ class ProxyServer:
         self.runtime = runtime
         self.loop = asyncio.get_running_loop()
         self.connections: set[ClientConnection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()  # one per request being handled
+        self.tasks: set[asyncio.Task[None]] = set()  # backend connects under way
+        self.exchanges: set[forward.Exchange] = set()  # admitted requests in flight
         self.closing = False
 
     @property
@@ -78,8 +80,15 @@ class ProxyServer:
     def max_body(self) -> int:
         return int(self.runtime.gen.loaded.config.client_max_size)
 
-    async def handle(self, conn: ClientConnection, req: Any) -> None:
-        await forward.handle(self.runtime.gen, conn, req)
+    def dispatch(self, conn: ClientConnection, req: Any) -> None:
+        forward.dispatch(self.runtime.gen, conn, req)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A task for the rare slow path (opening a backend connection); held strongly,
+        since asyncio keeps tasks only weakly."""
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def count_bad_request(self, conn: ClientConnection, status: int) -> None:
         adm = self.runtime.gen.admission
@@ -90,6 +99,9 @@ class ProxyServer:
         now = self.loop.time()
         for conn in list(self.connections):
             conn.check_deadlines(now)
+        for ex in list(self.exchanges):
+            if ex.up is not None:
+                ex.up.check_deadline(now)
 
 
 class Runtime:
@@ -196,8 +208,11 @@ class Runtime:
         assert self.server is not None
         tick = 0
         while True:
-            limits = self.gen.loaded.config.limits
-            shortest = min(limits.header_timeout, limits.body_timeout, limits.send_timeout)
+            cfg = self.gen.loaded.config
+            limits = cfg.limits
+            shortest = min(
+                limits.header_timeout, limits.body_timeout, limits.send_timeout, cfg.timeouts.read
+            )
             await asyncio.sleep(max(0.02, min(0.2, shortest / 10)))
             self.server.sweep()
             tick += 1
@@ -219,11 +234,13 @@ class Runtime:
         for conn in list(server.connections):
             if conn.active is None:
                 conn.close_after_write()
-        while server.tasks:
+        while server.exchanges:
             if server.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.02)
-        # Past the deadline: cancel what is left; each request releases its slot on the way out.
+        # Past the deadline: end what is left; each exchange releases its slot as it ends.
+        for ex in list(server.exchanges):
+            ex.abort()
         pending = list(server.tasks)
         for task in pending:
             task.cancel()

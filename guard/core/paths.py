@@ -15,7 +15,7 @@ the code does it in that cheaper order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _HEX = "0123456789abcdefABCDEF"
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -46,8 +46,7 @@ class BadPath(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class CanonicalTarget:
+class CanonicalTarget(NamedTuple):  # a tuple: built for every request, cheaply
     path: str  # canonical path: what rules match (no params, no query)
     forward: str  # what the backend receives: path [+ ;jsessionid=…] [+ ?query]
 

@@ -1,19 +1,25 @@
 """The one request path: canonicalize -> match -> admit -> forward or answer.
 
-Every admitted request holds a Ticket; `finally: ticket.release()` is the only release,
-so cancellation, timeouts, client disconnects and backend failures all give the slot back
-exactly once. The slot is held until the backend's work is over: its response complete,
-its connection aborted, or the read timeout fired.
+Rules this module keeps:
+- A refusal, a bad request or a static asset is answered synchronously, inside the parser
+  callback that completed the request head: shedding load costs no task and no future.
+- An admitted request becomes an `Exchange`. Its ticket is released in `Exchange.finish()`,
+  the single exit every path goes through — response complete, backend failure, read
+  timeout, client gone, shutdown — and `finish()` is idempotent.
+- The slot is held until the backend's work is over: its response complete, its connection
+  aborted, or the read timeout fired. A client that leaves while the backend still works
+  on its request does not free the slot early.
+- A task exists only while a new backend connection is being opened.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from guard.core.admission import Refusal, Ticket
 from guard.core.paths import BadPath, CanonicalTarget, canonicalize
-from guard.proxy.headers import client_address, request_head, response_head, scan_request
-from guard.proxy.responses import STATIC_PREFIX, wants_html
+from guard.proxy.headers import client_address, request_head, response_head
+from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.upstream import ResponseHead, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -24,222 +30,290 @@ if TYPE_CHECKING:
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_BODY_STATUS = (204, 304)
+_COALESCE = 16 * 1024  # response head and first body chunk go out in one write below this
 
 
-class Outcome(Protocol):
-    status: int
-    backend: str
+def dispatch(gen: Generation, conn: ClientConnection, req: Request) -> None:
+    """Answer or start forwarding `req`; `conn.request_done(req)` follows, now or later."""
+    started = conn.loop.time()
+    meta = req.meta
+    meta.peer_trusted = conn.peer_trusted
+    meta.peer = conn.peer
+    meta.client = client_address(conn.peer, conn.peer_trusted, meta.xff, gen.trusted)
+    ex = Exchange(gen, conn, req, started)
+    try:
+        ex.route()
+    except BaseException:
+        ex.fail_internal()
+        raise
 
 
 class Exchange:
-    """What the access log needs to know about one request."""
+    """One request from admission to the end of the backend's work."""
 
-    __slots__ = ("backend", "outcome", "path", "rule", "status")
+    __slots__ = (
+        "backend",
+        "conn",
+        "done",
+        "gen",
+        "head_out",
+        "outcome",
+        "path",
+        "req",
+        "request_bytes",
+        "retry_left",
+        "rule",
+        "started",
+        "status",
+        "target",
+        "ticket",
+        "up",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, gen: Generation, conn: ClientConnection, req: Request, t: float) -> None:
+        self.gen = gen
+        self.conn = conn
+        self.req = req
+        self.started = t
         self.rule = "default"
         self.backend = "-"
         self.outcome = "bad_request"
         self.status = 0
         self.path = ""
+        self.ticket: Ticket | None = None
+        self.target: CanonicalTarget | None = None
+        self.up: UpstreamConnection | None = None
+        self.head_out: bytes | None = None  # response head not yet written (coalescing)
+        self.request_bytes = b""
+        self.retry_left = 1 if req.method in IDEMPOTENT else 0
+        self.done = False
 
+    # -- admission ----------------------------------------------------------------------
+    def route(self) -> None:
+        gen, req = self.gen, self.req
+        adm = gen.admission
+        head = req.method == b"HEAD"
+        if req.error:
+            adm.record(adm.default_rule, "bad_request")
+            return self.answer(gen.pages.error(req.error, True, head), req.error)
+        try:
+            target = canonicalize(req.target.decode("latin-1"))
+        except BadPath:
+            adm.record(adm.default_rule, "bad_request")
+            return self.answer(gen.pages.error(400, True, head), 400)
+        self.path = target.path
+        if target.path.startswith(STATIC_PREFIX):
+            self.outcome = "static"
+            return self.answer(gen.pages.asset(target.path, _closes(req), head), 200)
+        rule = adm.match(req.method.decode("latin-1"), target.path)
+        self.rule = rule.name
+        decision = adm.admit(rule, req.meta.client)
+        if isinstance(decision, Refusal):
+            return self.refuse(decision)
+        self.outcome = "admitted"
+        adm.record(rule, "admitted")
+        if decision is None:  # a bypass rule with no backend up
+            return self.answer(gen.pages.error(502, _closes(req), head), 502)
+        self.ticket = decision
+        self.target = target
+        self.request_bytes = request_head(
+            req.method, target.forward.encode("latin-1"), req.meta, req.framing()
+        )
+        self.conn.server.exchanges.add(self)
+        self.send()
 
-async def handle(gen: Generation, conn: ClientConnection, req: Request) -> None:
-    loop = conn.loop
-    started = loop.time()
-    ex = Exchange()
-    meta = req.meta
-    scan_request(req.headers, meta)
-    meta.peer_trusted = conn.peer_trusted
-    meta.peer = conn.peer
-    meta.client = client_address(conn.peer, conn.peer_trusted, meta.xff, gen.trusted)
-    try:
-        await _route(gen, conn, req, ex)
-    finally:
+    def refuse(self, refusal: Refusal) -> None:
+        req, pages = self.req, self.gen.pages
+        self.outcome = refusal.outcome
+        self.gen.admission.record(refusal.rule, refusal.outcome)
+        head = req.method == b"HEAD"
+        close = _closes(req)
+        if refusal.outcome == "blocked":
+            return self.answer(pages.error(403, close, head), 403)
+        html = not refusal.reject and req.meta.accept_html
+        data = pages.refusal(refusal.rule.name, refusal.outcome, refusal.status, html, close, head)
+        self.answer(data, refusal.status)
+
+    def answer(self, data: bytes, status: int) -> None:
+        """guard answers by itself; nothing was (or is any longer) at a backend."""
+        self.status = status
+        self.conn.write(data)
+        self.finish()
+
+    # -- towards the backend ------------------------------------------------------------
+    def send(self) -> None:
+        ticket = self.ticket
+        assert ticket is not None
+        self.backend = ticket.backend.name
+        up = self.gen.pools[self.backend].take_idle()
+        if up is None:
+            self.conn.server.spawn(self.connect())
+        else:
+            self.start_on(up)
+
+    async def connect(self) -> None:
+        ticket = self.ticket
+        assert ticket is not None
+        try:
+            up = await self.gen.pools[ticket.backend.name].connect()
+        except UpstreamError as err:
+            return self.connect_failed(err)
+        except BaseException:
+            self.fail(503)  # shutdown cancelled the connect
+            raise
+        self.start_on(up)
+
+    def connect_failed(self, err: UpstreamError) -> None:
+        adm, ticket = self.gen.admission, self.ticket
+        assert ticket is not None
+        adm.upstream_error(ticket.backend.name, err.kind)
+        ticket.backend.health.mark_failure(adm.clock(), ticket.backend.cooldown)
+        if self.retry_left and ticket.reroute(adm.clock()):
+            self.retry_left -= 1
+            return self.send()
+        self.fail(502)
+
+    def start_on(self, up: UpstreamConnection) -> None:
+        req, conn = self.req, self.conn
+        if self.done or req.error or conn.gone:  # the client side ended meanwhile
+            up.pool.put_idle(up)
+            return self.fail(req.error or 499)
+        if req.expect_continue and not req.body_complete:
+            conn.write(_CONTINUE)
+            req.expect_continue = False
+        self.up = up
+        up.start(self.request_bytes, req.method == b"HEAD", self.gen.read_timeout, self)
+        req.attach(up)
+
+    # -- Listener: called from the backend connection's parser --------------------------
+    def upstream_head(self, head: ResponseHead) -> None:
+        req, conn = self.req, self.conn
+        ticket = self.ticket
+        assert ticket is not None and self.up is not None
+        self.status = head.status
+        if not ticket.backend.health.up:
+            ticket.backend.health.mark_success()
+        if conn.gone:
+            self.up.abort()  # the backend answered; nobody is left to read it
+            return
+        close = not req.keep_alive or not req.body_complete or conn.server.closing
+        no_body = req.method == b"HEAD" or head.status in _NO_BODY_STATUS
+        framing, chunked = _response_framing(head, req, no_body)
+        if chunked is None:  # close-delimited towards an HTTP/1.0 client
+            close, chunked = True, False
+        req.keep_alive = not close
+        conn.out_chunked = chunked
+        conn.out_done = False
+        conn.streaming = self.up
+        self.head_out = response_head(
+            head.status, head.reason, head.kept, framing, close, head.connection
+        )
+
+    def upstream_body(self, chunk: bytes) -> None:
+        out = self.head_out
+        if out is not None:
+            self.head_out = None
+            if len(chunk) < _COALESCE and not self.conn.out_chunked:
+                self.conn.write(out + chunk)  # the common small response: one write
+                return
+            self.conn.write(out)
+        self.conn.upstream_body(chunk)
+
+    def upstream_complete(self) -> None:
+        if self.head_out is not None:
+            self.conn.write(self.head_out)
+            self.head_out = None
+        self.conn.upstream_complete()
+        self.req.detach()
+        self.finish()
+
+    def upstream_failed(self, err: UpstreamError) -> None:
+        req, adm = self.req, self.gen.admission
+        self.req.detach()
+        self.up = None
+        if self.head_out is None and self.conn.streaming is not None:
+            # The head went out already: the client must see an aborted response.
+            if err.kind != "aborted":
+                adm.upstream_error(self.backend, err.kind)
+            self.conn.abort(reset=True)
+            return self.finish()
+        self.head_out = None
+        self.conn.streaming = None
+        if req.error or err.kind == "aborted":
+            return self.fail(req.error or 499)
+        adm.upstream_error(self.backend, err.kind)
+        if self.conn.gone:
+            return self.fail(499)
+        if err.kind == "reset" and not err.sent and self.retry_left:
+            self.retry_left -= 1  # a stale keep-alive connection: try a fresh one
+            return self.send()
+        self.fail(504 if err.kind == "timeout" else 502)
+
+    # -- the end --------------------------------------------------------------------------
+    def fail(self, status: int) -> None:
+        """An error answer for an admitted request whose backend gave nothing usable."""
+        req, conn = self.req, self.conn
+        self.status = status
+        if status != 499 and not conn.gone:
+            if not req.discardable:
+                req.keep_alive = False
+            head = req.method == b"HEAD"
+            conn.write(self.gen.pages.error(status, not req.keep_alive, head))
+        self.finish()
+
+    def fail_internal(self) -> None:
+        """A bug in guard: never leak the slot, never leave the client hanging."""
+        if self.up is not None:
+            self.up.listener = None
+            self.up.release_transport()
+        self.conn.abort()
+        self.status = 500
+        self.finish()
+
+    def abort(self) -> None:
+        """Shutdown past its deadline: end the exchange now."""
+        if self.up is not None:
+            self.up.abort()
+        if not self.done:
+            self.fail(503)
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        gen, conn = self.gen, self.conn
+        now = conn.loop.time()
+        ticket = self.ticket
+        if ticket is not None:
+            ticket.release()
+            gen.admission.observe(ticket.rule, now - self.started)
+            conn.server.exchanges.discard(self)
+        conn.streaming = None
+        meta, req = self.req.meta, self.req
         gen.access_log.log(
             meta.client,
             req.method.decode("latin-1"),
-            ex.path or req.target.decode("latin-1"),
-            ex.rule,
-            ex.backend,
-            ex.outcome,
-            ex.status,
-            loop.time() - started,
+            self.path or req.target.decode("latin-1"),
+            self.rule,
+            self.backend,
+            self.outcome,
+            self.status,
+            now - self.started,
             (meta.request_id or b"").decode("latin-1"),
         )
+        conn.request_done(req)
 
 
-async def _route(gen: Generation, conn: ClientConnection, req: Request, ex: Exchange) -> None:
-    adm = gen.admission
-    head = req.method == b"HEAD"
-    if req.error:
-        adm.record(adm.default_rule, "bad_request")
-        return _answer(conn, req, ex, gen.pages.error(req.error, True, head), req.error)
-    try:
-        target = canonicalize(req.target.decode("latin-1"))
-    except BadPath:
-        adm.record(adm.default_rule, "bad_request")
-        return _answer(conn, req, ex, gen.pages.error(400, True, head), 400)
-    ex.path = target.path
-    if target.path.startswith(STATIC_PREFIX):
-        ex.outcome = "static"
-        close = not req.keep_alive
-        return _answer(conn, req, ex, gen.pages.asset(target.path, close, head), 200)
-    rule = adm.match(req.method.decode("latin-1"), target.path)
-    ex.rule = rule.name
-    decision = adm.admit(rule, req.meta.client)
-    if isinstance(decision, Refusal):
-        ex.outcome = decision.outcome
-        adm.record(rule, decision.outcome)
-        html = not decision.reject and decision.outcome != "blocked" and wants_html(req.headers)
-        close = not req.keep_alive or req.has_body
-        if decision.outcome == "blocked":
-            data = gen.pages.error(403, close, head)
-        else:
-            data = gen.pages.refusal(
-                rule.name, decision.outcome, decision.status, html, close, head
-            )
-        return _answer(conn, req, ex, data, decision.status)
-    ex.outcome = "admitted"
-    adm.record(rule, "admitted")
-    if decision is None:  # a bypass rule with no backend up
-        return _answer(conn, req, ex, gen.pages.error(502, not req.keep_alive, head), 502)
-    started = conn.loop.time()
-    try:
-        await _forward(gen, conn, req, decision, target, ex)
-    finally:
-        decision.release()
-        adm.observe(rule, conn.loop.time() - started)
+def _closes(req: Request) -> bool:
+    """Will the connection close after guard's own answer to `req`?"""
+    return not req.keep_alive or not req.discardable
 
 
-def _answer(conn: ClientConnection, req: Request, ex: Exchange, data: bytes, status: int) -> None:
-    ex.status = status
-    conn.write(data)
-    if status >= 400 and not req.body_complete:
-        req.keep_alive = False  # the unread body makes the next request boundary unknown
-
-
-async def _forward(
-    gen: Generation,
-    conn: ClientConnection,
-    req: Request,
-    ticket: Ticket,
-    target: CanonicalTarget,
-    ex: Exchange,
-) -> None:
-    adm = gen.admission
-    head = req.method == b"HEAD"
-    retry_left = 1 if req.method in IDEMPOTENT else 0
-    request_bytes = request_head(
-        req.method, target.forward.encode("latin-1"), req.headers, req.meta, req.framing()
-    )
-    continue_sent = False
-    while True:
-        backend = ticket.backend
-        ex.backend = backend.name
-        try:
-            up = await gen.pools[backend.name].acquire()
-        except UpstreamError as err:
-            adm.upstream_error(backend.name, err.kind)
-            backend.health.mark_failure(adm.clock(), backend.cooldown)
-            if retry_left and ticket.reroute(adm.clock()):
-                retry_left -= 1
-                continue
-            return _fail(gen, conn, req, ex, 502)
-        if req.error or conn.gone:  # the client side ended while we were connecting
-            up.release()
-            return _fail(gen, conn, req, ex, req.error or 499)
-        if req.expect_continue and not continue_sent and not req.body_complete:
-            conn.write(_CONTINUE)
-            continue_sent = True
-        up.start(request_bytes, head, gen.read_timeout)
-        req.attach(up)
-        try:
-            resp = await up.head_future  # type: ignore[misc]
-        except UpstreamError as err:
-            req.detach()
-            up.release()
-            if req.error or err.kind == "aborted":
-                return _fail(gen, conn, req, ex, req.error or 499)
-            adm.upstream_error(backend.name, err.kind)
-            if err.kind == "reset" and not err.sent and retry_left:
-                retry_left -= 1  # a stale keep-alive connection: try a fresh one
-                continue
-            return _fail(gen, conn, req, ex, 504 if err.kind == "timeout" else 502)
-        except BaseException:  # cancelled (shutdown): the backend must not keep working
-            req.detach()
-            up.abort()
-            up.release()
-            raise
-        if not backend.health.up:
-            backend.health.mark_success()
-        return await _relay(gen, conn, req, up, resp, ex)
-
-
-async def _relay(
-    gen: Generation,
-    conn: ClientConnection,
-    req: Request,
-    up: UpstreamConnection,
-    resp: ResponseHead,
-    ex: Exchange,
-) -> None:
-    """Send the response head on and pipe the body until the backend is done."""
-    ex.status = resp.status
-    if conn.gone:
-        req.detach()
-        up.abort()
-        up.release()
-        ex.status = 499
-        return
-    close = not req.keep_alive or not req.body_complete or conn.server.closing
-    no_body = req.method == b"HEAD" or resp.status in _NO_BODY_STATUS
-    framing, chunked = _response_framing(resp, req, no_body)
-    if chunked is None:  # close-delimited towards an HTTP/1.0 client
-        close, chunked = True, False
-    req.keep_alive = not close
-    head_bytes = response_head(
-        resp.status, resp.reason, resp.headers, framing, close, resp.connection
-    )
-    conn.out_chunked = chunked
-    conn.out_done = False
-    if up.complete and not chunked and up.pending:
-        conn.write(head_bytes + b"".join(up.pending))  # the common small response: one write
-        up.pending.clear()
-        conn.out_done = True
-    else:
-        conn.write(head_bytes)
-        conn.streaming = up
-        up.attach(conn)
-    try:
-        await up.done  # type: ignore[misc]
-    except UpstreamError as err:
-        if err.kind != "aborted":
-            gen.admission.upstream_error(ex.backend, err.kind)
-        conn.abort(reset=True)  # mid-body failure: the client must see an aborted response
-    except BaseException:
-        up.abort()
-        conn.abort(reset=True)
-        raise
-    finally:
-        conn.streaming = None
-        req.detach()
-        up.release()
-
-
-def _response_framing(resp: ResponseHead, req: Request, no_body: bool) -> tuple[bytes, bool | None]:
-    if resp.content_length is not None and (not resp.chunked):
-        return b"Content-Length: %d\r\n" % resp.content_length, False
+def _response_framing(head: ResponseHead, req: Request, no_body: bool) -> tuple[bytes, bool | None]:
+    if head.content_length is not None and not head.chunked:
+        return b"Content-Length: %d\r\n" % head.content_length, False
     if no_body:
         return b"", False
     if req.version == b"1.1":
         return b"Transfer-Encoding: chunked\r\n", True
     return b"", None
-
-
-def _fail(gen: Generation, conn: ClientConnection, req: Request, ex: Exchange, status: int) -> None:
-    ex.status = status
-    if status == 499 or conn.gone:
-        return
-    req.keep_alive = False if not req.body_complete else req.keep_alive
-    conn.write(gen.pages.error(status, not req.keep_alive, req.method == b"HEAD"))

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Sequence
 from http import HTTPStatus
 from itertools import count
 
@@ -44,30 +45,30 @@ _REQUEST_DROP = HOP_BY_HOP | {
     b"x-request-id",
     b"host",
 }
-# RFC 7239 Forwarded is believed only from trusted proxies, like X-Forwarded-*.
-_UNTRUSTED_DROP = _REQUEST_DROP | {b"forwarded"}
+# Connection tokens naming headers that are dropped anyway need no second filter.
+_HOP_TOKENS = frozenset({b"close", b"keep-alive"}) | HOP_BY_HOP
 _RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 
 _REQUEST_IDS = count(1)
-_REQUEST_ID_PREFIX = os.urandom(4).hex()
+_REQUEST_ID_PREFIX = os.urandom(4).hex().encode()
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+;=]+)(:[0-9]{1,5})?")
 
 
 def new_request_id() -> bytes:
     """Unique within the fleet with high probability; cheap (no uuid4 syscall per request)."""
-    return f"{_REQUEST_ID_PREFIX}-{next(_REQUEST_IDS):x}".encode()
+    return b"%s-%x" % (_REQUEST_ID_PREFIX, next(_REQUEST_IDS))
+
+
+_TOKEN_CACHE: dict[bytes, frozenset[bytes]] = {}
 
 
 def _tokens(value: bytes) -> frozenset[bytes]:
-    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
-
-
-def connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
-    """Lower-case names listed in every Connection header (they are hop-by-hop too)."""
-    tokens: frozenset[bytes] = frozenset()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens = tokens | _tokens(value)
-    return tokens
+    found = _TOKEN_CACHE.get(value)
+    if found is None:
+        found = frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+        if len(_TOKEN_CACHE) < 256:  # "keep-alive", "close" and a few more in practice
+            _TOKEN_CACHE[value] = found
+    return found
 
 
 def is_trusted(address: str, trusted: Networks) -> bool:
@@ -97,13 +98,27 @@ def client_address(peer: str, peer_trusted: bool, xff: bytes | None, trusted: Ne
     return peer
 
 
+class FramingError(Exception):
+    """A request head two parsers could frame differently: refuse with `status`."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class RequestMeta:
-    """What the forwarding headers need to know about the incoming request."""
+    """What guard reads from a request head, gathered in one pass (`scan_request`)."""
 
     __slots__ = (
+        "accept_html",
+        "chunked",
         "client",
         "connection",
+        "content_length",
+        "expect_continue",
+        "forwarded",
         "host",
+        "kept",
         "peer",
         "peer_trusted",
         "request_id",
@@ -115,21 +130,52 @@ class RequestMeta:
     def __init__(self) -> None:
         self.host: bytes | None = None
         self.connection: frozenset[bytes] = frozenset()  # names listed in Connection
+        self.kept: list[Header] = []  # end-to-end headers forwarded as received
+        self.forwarded: list[bytes] = []  # RFC 7239, forwarded only from trusted peers
         self.xff: bytes | None = None
         self.xfp: bytes | None = None
         self.xfh: bytes | None = None
         self.request_id: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.accept_html = False
         self.peer_trusted = False
         self.peer = ""  # the TCP peer: appended to a trusted chain
         self.client = ""  # the address limits and block lists apply to
 
 
-def scan_request(headers: Sequence[Header], meta: RequestMeta) -> None:
-    """Pick the headers guard itself reads (one pass, lower-casing each name once)."""
+def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -> None:
+    """One pass over the request headers, lower-casing each name once: framing checks
+    (raising FramingError), the values guard reads, and the headers it forwards as-is."""
+    hosts = 0
+    kept = meta.kept
     for name, value in headers:
         lname = name.lower()
-        if lname == b"host":
+        if lname not in _REQUEST_DROP:
+            if lname == b"forwarded":
+                meta.forwarded.append(value)
+            else:
+                kept.append((name, value))
+                if lname == b"accept":
+                    meta.accept_html = b"text/html" in value
+        elif lname == b"host":
+            hosts += 1
+            if value and not _HOST.fullmatch(value):
+                raise FramingError(400)  # one host[:port], never a list or anything else
             meta.host = value
+        elif lname == b"transfer-encoding":
+            if version == b"1.0":
+                raise FramingError(400)
+            if value.strip().lower() != b"chunked":
+                raise FramingError(501)
+            meta.chunked = True
+        elif lname == b"content-length":
+            meta.content_length = int(value)  # llhttp already refused anything but digits
+        elif lname == b"expect":
+            if value.strip().lower() != b"100-continue":
+                raise FramingError(417)
+            meta.expect_continue = True
         elif lname == b"x-forwarded-for":
             meta.xff = value if meta.xff is None else meta.xff + b", " + value
         elif lname == b"x-request-id":
@@ -140,53 +186,72 @@ def scan_request(headers: Sequence[Header], meta: RequestMeta) -> None:
             meta.xfh = value
         elif lname == b"connection":
             meta.connection = meta.connection | _tokens(value)
+    if hosts > 1 or (hosts == 0 and version == b"1.1"):
+        raise FramingError(400)
 
 
-def request_head(
-    method: bytes,
-    target: bytes,
-    headers: Sequence[Header],
-    meta: RequestMeta,
-    framing: bytes,
-) -> bytes:
+def request_head(method: bytes, target: bytes, meta: RequestMeta, framing: bytes) -> bytes:
     """The request head sent to the backend. `framing` is b"" (no body),
-    b"Content-Length: N\\r\\n" or b"Transfer-Encoding: chunked\\r\\n"."""
-    drop = _REQUEST_DROP if meta.peer_trusted else _UNTRUSTED_DROP
-    if meta.connection:
-        drop = drop | meta.connection
+    b"Content-Length: N\r\n" or b"Transfer-Encoding: chunked\r\n"."""
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     if meta.host is not None:
         out += (b"Host: ", meta.host, b"\r\n")
-    for name, value in headers:
-        if name.lower() not in drop:
+    listed = meta.connection - _HOP_TOKENS
+    for name, value in meta.kept:
+        if not listed or name.lower() not in listed:
             out += (name, b": ", value, b"\r\n")
-    if meta.peer_trusted and meta.xff:
+    trusted = meta.peer_trusted
+    if trusted:
+        for value in meta.forwarded:
+            out += (b"Forwarded: ", value, b"\r\n")
+    if trusted and meta.xff:
         out += (b"X-Forwarded-For: ", meta.xff, b", ", meta.peer.encode(), b"\r\n")
     else:
         out += (b"X-Forwarded-For: ", meta.client.encode(), b"\r\n")
-    proto = meta.xfp if meta.peer_trusted and meta.xfp else b"http"
+    proto = meta.xfp if trusted and meta.xfp else b"http"
     out += (b"X-Forwarded-Proto: ", proto, b"\r\n")
-    fhost = meta.xfh if meta.peer_trusted and meta.xfh else meta.host
+    fhost = meta.xfh if trusted and meta.xfh else meta.host
     if fhost:
         out += (b"X-Forwarded-Host: ", fhost, b"\r\n")
     out += (b"X-Request-Id: ", meta.request_id or new_request_id(), b"\r\n", framing, b"\r\n")
     return b"".join(out)
 
 
+def response_kept(
+    headers: Sequence[Header],
+) -> tuple[list[Header], frozenset[bytes], int | None, bool]:
+    """One pass over a response head: (headers forwarded as-is, names listed in
+    Connection, Content-Length, chunked)."""
+    kept: list[Header] = []
+    listed: frozenset[bytes] = frozenset()
+    length: int | None = None
+    chunked = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in _RESPONSE_DROP:
+            kept.append((name, value))
+        elif lname == b"content-length":
+            length = int(value)
+        elif lname == b"transfer-encoding":
+            chunked = True
+        elif lname == b"connection":
+            listed = listed | _tokens(value)
+    return kept, listed - _HOP_TOKENS, length, chunked
+
+
 def response_head(
     status: int,
     reason: bytes,
-    headers: Sequence[Header],
+    kept: Sequence[Header],
     framing: bytes,
     close: bool,
     listed: frozenset[bytes] = frozenset(),
 ) -> bytes:
-    """The response head sent to the client, hop-by-hop stripped (with the names `listed`
-    in its Connection header), framing re-derived."""
-    drop = _RESPONSE_DROP | listed if listed else _RESPONSE_DROP
+    """The response head sent to the client: `kept` (from response_kept) minus the names
+    `listed` in its Connection header, framing re-derived."""
     out = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or _reason(status), b"\r\n"]
-    for name, value in headers:
-        if name.lower() not in drop:
+    for name, value in kept:
+        if not listed or name.lower() not in listed:
             out += (name, b": ", value, b"\r\n")
     if close:
         out.append(b"Connection: close\r\n")

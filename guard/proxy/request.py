@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from guard.proxy.upstream import UpstreamConnection
 
 BODY_BUFFER = 64 * 1024
+# A request answered before its body arrived keeps its connection if guard can read the
+# rest of the body and throw it away: up to this many bytes (beyond, the connection closes).
+DISCARD_LIMIT = 1024 * 1024
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -27,12 +30,14 @@ class Request:
         "chunked",
         "chunks",
         "content_length",
+        "discarding",
         "error",
         "expect_continue",
         "headers",
         "keep_alive",
         "meta",
         "method",
+        "on_discarded",
         "on_pressure",
         "target",
         "upstream",
@@ -63,11 +68,30 @@ class Request:
         self.buffered = 0
         self.upstream: UpstreamConnection | None = None
         self.error = 0  # an HTTP status guard must answer instead of the backend's
+        self.discarding = False
+        self.on_discarded: Callable[[], None] | None = None
         self.on_pressure = on_pressure  # True: pause reading the client; False: resume
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+    @property
+    def discardable(self) -> bool:
+        """Can the connection survive an answer sent before this body was read?"""
+        if self.body_complete:
+            return True
+        if self.error or not self.keep_alive:
+            return False
+        return self.chunked or (self.content_length or 0) <= DISCARD_LIMIT
+
+    def discard_rest(self, then: Callable[[], None]) -> None:
+        """Read the rest of the body into the void, then call `then`."""
+        self.discarding = True
+        self.on_discarded = then
+        self.chunks.clear()
+        self.buffered = 0
+        self.on_pressure(False)
 
     def framing(self) -> bytes:
         if self.chunked:
@@ -79,6 +103,10 @@ class Request:
     # -- from the client parser -------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
         self.body_bytes += len(chunk)
+        if self.discarding:
+            if self.body_bytes > DISCARD_LIMIT:
+                self.fail(400)  # a chunked body too long to wait for: close instead
+            return
         up = self.upstream
         if up is not None:
             up.write(self._frame(chunk))
@@ -90,6 +118,10 @@ class Request:
 
     def finish(self) -> None:
         self.body_complete = True
+        if self.discarding and self.on_discarded is not None:
+            self.discarding = False
+            self.on_discarded()
+            return
         up = self.upstream
         if up is not None:
             if self.chunked:

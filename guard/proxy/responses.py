@@ -46,13 +46,6 @@ def error_body(status: int) -> bytes:
     return json.dumps({"error": _ERRORS.get(status, "error")}).encode()
 
 
-def wants_html(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if len(name) == 6 and name.lower() == b"accept":
-            return b"text/html" in value
-    return False
-
-
 class Pages:
     """The waiting page, static assets and pre-rendered refusals of one config generation."""
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import socket
 import struct
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from guard.proxy.headers import Header, is_trusted, simple_response
+from guard.proxy.headers import FramingError, Header, is_trusted, scan_request, simple_response
 from guard.proxy.request import Request
 
 if TYPE_CHECKING:
@@ -32,7 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("guard.server")
 
-SLICE = 8192
+SLICE = 8192  # the parser is fed at most this much at a time while reading a body
+HEAD_SLICE = 1024  # ... and this much while reading heads, bounding what it buffers unseen
 PIPELINE_MAX = 16
 INF = float("inf")
 # Reasons to pause reading from the client, as bits (reading resumes when none is left).
@@ -40,7 +40,6 @@ PAUSE_BODY, PAUSE_PIPELINE, PAUSE_OUTPUT = 1, 2, 4
 
 _HEAD, _BODY, _WAIT, _IDLE = "head", "body", "wait", "idle"
 _LINGER_RESET = struct.pack("ii", 1, 0)
-_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+;=]+)(:[0-9]{1,5})?")
 
 
 class ClientConnection(asyncio.Protocol):
@@ -51,6 +50,8 @@ class ClientConnection(asyncio.Protocol):
         "body_started",
         "closing",
         "deadline",
+        "dispatching",
+        "feeding",
         "gone",
         "head_fed",
         "head_size",
@@ -72,7 +73,6 @@ class ClientConnection(asyncio.Protocol):
         "server",
         "stop_parsing",
         "streaming",
-        "task",
         "transport",
         "url",
     )
@@ -87,7 +87,8 @@ class ClientConnection(asyncio.Protocol):
         self.peer_trusted = False
         self.pipeline: list[Request] = []  # a deque preallocates ~600 B per connection
         self.active: Request | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.feeding = False
+        self.dispatching = False
         self.parsing: Request | None = None
         self.url = b""
         self.headers: list[Header] = []
@@ -158,6 +159,19 @@ class ClientConnection(asyncio.Protocol):
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
+        # The parser is not re-entrant: a request answered inside one of its callbacks
+        # must not feed it again (request_done checks this flag).
+        self.feeding = True
+        try:
+            self._feed_slices(data)
+        finally:
+            self.feeding = False
+        # Decide on complete requests once everything received so far is parsed: a framing
+        # error later in the same segment refuses a request before it is admitted.
+        if self.active is None and self.pipeline:
+            self._start_next()
+
+    def _feed_slices(self, data: bytes) -> None:
         view = memoryview(data)
         pos, size = 0, len(data)
         while pos < size and not self.closing and not self.stop_parsing:
@@ -165,7 +179,7 @@ class ClientConnection(asyncio.Protocol):
                 self.pending_input = bytes(view[pos:])
                 self._pause(PAUSE_PIPELINE, True)
                 return
-            piece = view[pos : pos + SLICE]
+            piece = view[pos : pos + (SLICE if self.phase == _BODY else HEAD_SLICE)]
             pos += len(piece)
             if self.phase == _IDLE or self.phase == _WAIT:
                 # First byte of a new request: its head must arrive within header_timeout.
@@ -268,7 +282,16 @@ class ClientConnection(asyncio.Protocol):
             parser.should_keep_alive(),
             self._body_pressure,
         )
-        _check_framing(req)
+        meta = req.meta
+        try:
+            scan_request(req.headers, req.version, meta)
+        except FramingError as err:
+            raise _Refuse(err.status) from None
+        if req.method in (b"CONNECT", b"TRACE"):
+            raise _Refuse(405)
+        req.content_length = meta.content_length
+        req.chunked = meta.chunked
+        req.expect_continue = meta.expect_continue
         self.parsing = req
         self.url, self.headers = b"", []  # now owned by the request
         self.head_size = 0
@@ -284,9 +307,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.phase = _WAIT
             self.deadline = INF
-        self.pipeline.append(req)
-        if self.active is None:
-            self._start_next()
+        self.pipeline.append(req)  # dispatched once the parser returns (see _feed_slices)
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
@@ -311,30 +332,35 @@ class ClientConnection(asyncio.Protocol):
 
     # -- request handling -------------------------------------------------------------
     def _start_next(self) -> None:
-        if self.active is not None or not self.pipeline or self.closing:
+        """Dispatch queued requests in order. A loop, not recursion: a request answered
+        synchronously calls request_done, which lands back here while we are in the loop."""
+        if self.dispatching:
             return
-        if self.pause_bits & PAUSE_OUTPUT:
-            return  # answer the next one when the client has read the previous answers
-        req = self.pipeline.pop(0)
-        self.active = req
-        self.task = task = self.loop.create_task(self._handle(req))
-        # asyncio keeps tasks only weakly; a collected task would release its slot early.
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
-
-    async def _handle(self, req: Request) -> None:
+        self.dispatching = True
         try:
-            await self.server.handle(self, req)
-        except asyncio.CancelledError:
-            self.abort()  # shutdown past its deadline: the ticket was released on the way out
-            raise
-        except Exception:
-            log.exception("request handler failed")
-            self.abort()
+            while self.active is None and self.pipeline and not self.closing:
+                if self.pause_bits & PAUSE_OUTPUT:
+                    return  # answer the next one when the client has read the previous answers
+                req = self.pipeline.pop(0)
+                self.active = req
+                try:
+                    self.server.dispatch(self, req)
+                except Exception:
+                    log.exception("request handler failed")  # the exchange released its slot
+                    self.abort()
         finally:
-            self.active = None
-            self.task = None
-            self.streaming = None
+            self.dispatching = False
+
+    def request_done(self, req: Request) -> None:
+        """The exchange for `req` is over (answered, failed or aborted)."""
+        if self.active is not req:
+            return
+        self.streaming = None
+        if not req.body_complete and req.discardable and not self.gone and not self.closing:
+            # Answered before its body arrived: read the body away, keep the connection.
+            req.discard_rest(lambda: self.request_done(req))
+            return
+        self.active = None
         if not req.keep_alive or not req.body_complete or req.error or self.server.closing:
             self.close_after_write()
             return
@@ -343,7 +369,7 @@ class ClientConnection(asyncio.Protocol):
         elif self.phase == _WAIT:
             self.phase = _IDLE
             self.deadline = self.loop.time() + self.limits.keepalive_timeout
-        if self.pending_input and len(self.pipeline) < PIPELINE_MAX:
+        if self.pending_input and not self.feeding and len(self.pipeline) < PIPELINE_MAX:
             data, self.pending_input = self.pending_input, b""
             self._pause(PAUSE_PIPELINE, False)
             self._feed(data)
@@ -407,6 +433,8 @@ class ClientConnection(asyncio.Protocol):
                 self.active.keep_alive = False
                 self.active.fail(408)
                 self.stop_parsing = True
+                if self.active.discarding:  # no exchange is left to end the connection
+                    self.close_after_write()
             elif self.active is None:
                 self.stop_parsing = True
                 self._write_final(408)
@@ -434,30 +462,3 @@ def _status_of(exc: httptools.HttpParserError) -> int:
     if "Transfer-Encoding" in text and "invalid" in text.lower():
         return 501 if "Request has invalid" in text else 400
     return 400
-
-
-def _check_framing(req: Request) -> None:
-    """Refuse what llhttp accepts but a backend might frame differently."""
-    hosts = 0
-    for name, value in req.headers:
-        lname = name.lower()
-        if lname == b"host":
-            hosts += 1
-            if value and not _HOST.fullmatch(value):
-                raise _Refuse(400)  # one host[:port], never a list or anything else
-        elif lname == b"transfer-encoding":
-            if req.version == b"1.0":
-                raise _Refuse(400)
-            if value.strip().lower() != b"chunked":
-                raise _Refuse(501)
-            req.chunked = True
-        elif lname == b"content-length":
-            req.content_length = int(value)
-        elif lname == b"expect":
-            if value.strip().lower() != b"100-continue":
-                raise _Refuse(417)
-            req.expect_continue = True
-    if hosts > 1 or (hosts == 0 and req.version == b"1.1"):
-        raise _Refuse(400)
-    if req.method in (b"CONNECT", b"TRACE"):
-        raise _Refuse(405)

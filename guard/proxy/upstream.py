@@ -1,9 +1,9 @@
 """Backend connections: asyncio.Protocol + httptools, pooled per backend with keep-alive.
 
-One `UpstreamConnection` carries one exchange at a time. The forwarding coroutine writes
-the request head, then streams the body; the response head arrives as a future, and the
-body is piped straight to a sink (the client connection) from the parser callbacks, with
-back-pressure both ways: no per-chunk await, no buffering beyond the transports' own.
+One `UpstreamConnection` carries one exchange at a time. The exchange's listener (the
+forwarding code) is called straight from the parser callbacks: the response head, each body
+chunk, the end, or one failure — exactly one of `upstream_complete` / `upstream_failed`.
+No future or task sits between the backend's bytes and the client's socket.
 
 Errors are classified for `guard_upstream_errors_total{kind}`:
 connect (refused/unreachable/connect timeout), timeout (read idle timeout),
@@ -20,9 +20,10 @@ from typing import Protocol, cast
 
 import httptools
 
-from guard.proxy.headers import Header, connection_tokens
+from guard.proxy.headers import Header, response_kept
 
 MAX_RESPONSE_HEAD = 64 * 1024
+INF = float("inf")
 
 
 class UpstreamError(Exception):
@@ -34,11 +35,20 @@ class UpstreamError(Exception):
         self.sent = sent
 
 
-class BodySink(Protocol):
-    """Where the response body goes (the client connection)."""
+class Listener(Protocol):
+    """The forwarding side of one exchange."""
 
+    def upstream_head(self, head: ResponseHead) -> None: ...
     def upstream_body(self, chunk: bytes) -> None: ...
     def upstream_complete(self) -> None: ...
+    def upstream_failed(self, error: UpstreamError) -> None: ...
+
+
+class RequestBodySource(Protocol):
+    """The client side of a request body, paused when the backend cannot take more."""
+
+    def pause_body(self) -> None: ...
+    def resume_body(self) -> None: ...
 
 
 class ResponseHead:
@@ -46,16 +56,16 @@ class ResponseHead:
         "chunked",
         "connection",
         "content_length",
-        "headers",
         "keep_alive",
+        "kept",
         "reason",
         "status",
     )
 
-    def __init__(self, status: int, headers: list[Header], keep_alive: bool) -> None:
+    def __init__(self, status: int, keep_alive: bool) -> None:
         self.status = status
         self.reason = b""
-        self.headers = headers
+        self.kept: list[Header] = []  # end-to-end headers, forwarded as received
         self.keep_alive = keep_alive
         self.content_length: int | None = None
         self.chunked = False
@@ -72,42 +82,38 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.parser = httptools.HttpResponseParser(self)
+        self.listener: Listener | None = None
+        self.request_sink: RequestBodySource | None = None
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
-        self.head_future: asyncio.Future[ResponseHead] | None = None
-        self.done: asyncio.Future[None] | None = None
         self.headers: list[Header] = []
         self.head_size = 0
         self.head: ResponseHead | None = None
-        self.sink: BodySink | None = None
-        self.pending: list[bytes] = []  # body that arrived before a sink was attached
         self.complete = False
+        self.recycle = False
         self.head_request = False
-        self.last_read = 0.0
+        self.deadline = INF  # the read timeout, checked by the server's sweeper
         self.read_timeout = 0.0
-        self.timer: asyncio.TimerHandle | None = None
         self.got_bytes = False
-        self.request_sink: RequestBodySource | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = self.loop.time()
-        self.got_bytes = True
-        if self.head_future is None:  # bytes on an idle connection: the backend is confused
-            self._fail(UpstreamError("protocol", "unsolicited response bytes"))
+        if self.listener is None:  # bytes on an idle connection: the backend is confused
+            self.release_transport()
             return
+        self.deadline = self.loop.time() + self.read_timeout
+        self.got_bytes = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError("protocol", str(exc)))
             return
-        if self.head_request and self.complete:
-            # llhttp cannot be told the response answers HEAD; start a clean parser instead.
-            self.parser = httptools.HttpResponseParser(self)
+        if self.recycle:  # the exchange ended inside the parser: recycle now it returned
+            self._recycle()
 
     def eof_received(self) -> bool:
         return False
@@ -115,13 +121,12 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self.timer is not None:
-            self.timer.cancel()
         head = self.head
-        if not self.complete and head is not None and exc is None and _close_delimited(head):
-            self.complete = True  # the end of a close-delimited body is the connection's end
-            self._finish()
-        elif not self.complete and self.head_future is not None:
+        if self.listener is None or self.complete:
+            return
+        if head is not None and exc is None and _close_delimited(head):
+            self._finish()  # the end of a close-delimited body is the connection's end
+        else:
             sent = self.got_bytes or not self.reused
             self._fail(UpstreamError("reset", "connection closed by backend", sent=sent))
 
@@ -147,92 +152,80 @@ class UpstreamConnection(asyncio.Protocol):
                 raise httptools.HttpParserError("unexpected 101 Switching Protocols")
             self.headers = []  # interim response: wait for the final one
             return
-        head = ResponseHead(status, self.headers, self.parser.should_keep_alive())
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                head.content_length = int(value)
-            elif lname == b"transfer-encoding":
-                head.chunked = True
-            elif lname == b"connection":
-                head.connection = head.connection | connection_tokens([(name, value)])
+        head = ResponseHead(status, self.parser.should_keep_alive())
+        head.kept, head.connection, head.content_length, head.chunked = response_kept(self.headers)
         self.head = head
+        if self.listener is not None:
+            self.listener.upstream_head(head)
         if self.head_request:
-            self.complete = True
-        if self.head_future is not None and not self.head_future.done():
-            self.head_future.set_result(head)
-        if self.head_request:
+            # llhttp cannot be told the response answers HEAD: no body follows, and the
+            # parser gets replaced before the next exchange.
+            self.parser = httptools.HttpResponseParser(self)
             self._finish()
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is not None:
-            self.sink.upstream_body(body)
-        else:
-            self.pending.append(body)
+        if self.listener is not None:
+            self.listener.upstream_body(body)
 
     def on_message_complete(self) -> None:
-        if self.head is None:  # end of a 1xx interim message
-            return
-        if not self.complete:
-            self.complete = True
+        if self.head is not None and not self.complete:  # not the end of a 1xx
             self._finish()
 
     # -- exchange -----------------------------------------------------------------------
-    def start(self, head: bytes, head_request: bool, read_timeout: float) -> None:
+    def start(
+        self, head: bytes, head_request: bool, read_timeout: float, listener: Listener
+    ) -> None:
         assert self.transport is not None
-        self.head_future = self.loop.create_future()
-        self.done = self.loop.create_future()
+        self.listener = listener
         self.head_request = head_request
         self.read_timeout = read_timeout
-        self.last_read = self.loop.time()
-        self.timer = self.loop.call_at(self.last_read + read_timeout, self._check_idle)
+        self.deadline = self.loop.time() + read_timeout
         self.transport.write(head)
 
-    def _check_idle(self) -> None:
-        self.timer = None
-        if self.complete or self.closed:
-            return
-        deadline = self.last_read + self.read_timeout
-        if self.loop.time() >= deadline:
+    def check_deadline(self, now: float) -> None:
+        if not self.complete and self.listener is not None and now >= self.deadline:
             self._fail(UpstreamError("timeout", "backend read timeout"))
-            self.abort()
-        else:
-            self.timer = self.loop.call_at(deadline, self._check_idle)
-
-    def attach(self, sink: BodySink) -> None:
-        """Start piping the response body to `sink` (called once the head was sent on)."""
-        self.sink = sink
-        for chunk in self.pending:
-            sink.upstream_body(chunk)
-        self.pending.clear()
-        if self.complete:
-            sink.upstream_complete()
 
     def _finish(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.sink is not None:
-            self.sink.upstream_complete()
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
+        self.complete = True
+        self.recycle = True
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.upstream_complete()
 
     def _fail(self, error: UpstreamError) -> None:
-        self.complete = True  # nothing more is expected on this exchange
-        for fut in (self.head_future, self.done):
-            if fut is not None and not fut.done():
-                fut.set_exception(error)
-                fut.exception()  # retrieved: the owner may already have moved on
-        if self.transport is not None:
-            self.transport.abort()
+        self.complete = True
+        self.recycle = False
+        listener, self.listener = self.listener, None
+        self.request_sink = None
+        self.release_transport()
+        if listener is not None:
+            listener.upstream_failed(error)
 
     def abort(self) -> None:
         """Guard gives up on this exchange (the client went away or broke its request):
-        close the backend connection and wake whoever waits on it."""
-        self._fail(UpstreamError("aborted", "exchange aborted by guard"))
+        close the backend connection and tell the listener."""
+        if not self.complete:
+            self._fail(UpstreamError("aborted", "exchange aborted by guard"))
+        else:
+            self.release_transport()
+
+    def _recycle(self) -> None:
+        """Back to the pool if the exchange ended cleanly, else close."""
+        reusable = (
+            not self.closed
+            and self.head is not None
+            and self.head.keep_alive
+            and self.request_sink is None  # the request body was fully sent
+        )
+        self._reset_exchange()
+        self.reused = True
+        if reusable:
+            self.pool.put_idle(self)
+        else:
+            self.release_transport()
 
     def release_transport(self) -> None:
-        """Close an idle connection (nothing is waiting on it)."""
         if self.transport is not None:
             self.transport.abort()
 
@@ -248,38 +241,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
-    def release(self) -> None:
-        """The exchange is over: back to the pool if the connection is clean, else close."""
-        unused = self.head_future is None and not self.closed
-        reusable = unused or (
-            self.complete
-            and not self.closed
-            and self.head is not None
-            and self.head.keep_alive
-            and self.done is not None
-            and self.done.done()
-            and self.done.exception() is None
-            and self.request_sink is None
-        )
-        if self.timer is not None:
-            self.timer.cancel()
-        self._reset_exchange()
-        self.reused = True
-        if reusable:
-            self.pool.put_idle(self)
-        elif self.transport is not None:
-            self.transport.abort()
-
 
 def _close_delimited(head: ResponseHead) -> bool:
     return head.content_length is None and not head.chunked
-
-
-class RequestBodySource(Protocol):
-    """The client side of a request body, paused when the backend cannot take more."""
-
-    def pause_body(self) -> None: ...
-    def resume_body(self) -> None: ...
 
 
 class Pool:
@@ -294,14 +258,14 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.idle: deque[UpstreamConnection] = deque()
 
-    async def acquire(self) -> UpstreamConnection:
+    def take_idle(self) -> UpstreamConnection | None:
         while self.idle:
             conn = self.idle.pop()  # most recently used: least likely to be timed out
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
-        return await self._connect()
+        return None
 
-    async def _connect(self) -> UpstreamConnection:
+    async def connect(self) -> UpstreamConnection:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, proto = await self.loop.create_connection(
