@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(check(args.config))
     require_c_parsers()
     raise_fd_limit()
+    tune_gc()
     if args.command == "run":
         sys.exit(run(args.config))
     if args.command == "worker":
@@ -77,6 +78,14 @@ def require_c_parsers() -> None:
             "guard: aiohttp's C parser is unavailable (AIOHTTP_NO_EXTENSIONS is set or the "
             "extension failed to build); refusing to start on the lenient pure-Python parser"
         )
+
+
+def tune_gc() -> None:
+    """Per-request objects are freed by reference counting; the cycle collector only needs
+    to run now and then. Python's default (every 700 allocations) costs ~1.5 µs/request."""
+    import gc
+
+    gc.set_threshold(50_000, 20, 20)
 
 
 def raise_fd_limit() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -39,6 +40,7 @@ async def serve(
     (`share`), listen with SO_REUSEPORT and serve the admin app on `admin_socket`."""
     runtime = Runtime(path, share=share)
     await runtime.start(reuse_port=share[1] > 1)
+    gc.freeze()  # start-up objects (config, compiled rules, pages) never need scanning again
     admin = await start_admin(runtime, admin_socket)
     cfg = runtime.gen.loaded.config
     stop = asyncio.Event()
