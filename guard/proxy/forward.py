@@ -14,11 +14,12 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from guard.core.admission import Refusal, Ticket
 from guard.core.paths import BadPath, CanonicalTarget, canonicalize
-from guard.proxy.headers import client_address, request_head, response_head
+from guard.proxy.headers import client_address, new_request_id, request_head, response_head
 from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.upstream import ResponseHead, UpstreamConnection, UpstreamError
 
@@ -35,8 +36,10 @@ _COALESCE = 16 * 1024  # response head and first body chunk go out in one write 
 
 def dispatch(gen: Generation, conn: ClientConnection, req: Request) -> None:
     """Answer or start forwarding `req`; `conn.request_done(req)` follows, now or later."""
-    started = conn.loop.time()
+    started = monotonic()  # not loop.time(): uvloop's clock ticks in whole milliseconds
     meta = req.meta
+    if meta.request_id is None:
+        meta.request_id = new_request_id()  # the backend and the access log see the same id
     meta.peer_trusted = conn.peer_trusted
     meta.peer = conn.peer
     meta.client = client_address(conn.peer, conn.peer_trusted, meta.xff, gen.trusted)
@@ -76,7 +79,7 @@ class Exchange:
         self.req = req
         self.started = t
         self.rule = "default"
-        self.backend = "-"
+        self.backend: str | None = None
         self.outcome = "bad_request"
         self.status = 0
         self.path = ""
@@ -228,20 +231,22 @@ class Exchange:
         self.finish()
 
     def upstream_failed(self, err: UpstreamError) -> None:
-        req, adm = self.req, self.gen.admission
+        req, adm, ticket = self.req, self.gen.admission, self.ticket
+        assert ticket is not None
+        backend = ticket.backend.name
         self.req.detach()
         self.up = None
         if self.head_out is None and self.conn.streaming is not None:
             # The head went out already: the client must see an aborted response.
             if err.kind != "aborted":
-                adm.upstream_error(self.backend, err.kind)
+                adm.upstream_error(backend, err.kind)
             self.conn.abort(reset=True)
             return self.finish()
         self.head_out = None
         self.conn.streaming = None
         if req.error or err.kind == "aborted":
             return self.fail(req.error or 499)
-        adm.upstream_error(self.backend, err.kind)
+        adm.upstream_error(backend, err.kind)
         if self.conn.gone:
             return self.fail(499)
         if err.kind == "reset" and not err.sent and self.retry_left:
@@ -282,7 +287,7 @@ class Exchange:
             return
         self.done = True
         gen, conn = self.gen, self.conn
-        now = conn.loop.time()
+        now = monotonic()
         ticket = self.ticket
         if ticket is not None:
             ticket.release()
@@ -299,7 +304,7 @@ class Exchange:
             self.outcome,
             self.status,
             now - self.started,
-            (meta.request_id or b"").decode("latin-1"),
+            meta.request_id.decode("latin-1") if meta.request_id else None,
         )
         conn.request_done(req)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aiohttp
 
@@ -197,13 +196,22 @@ async def test_access_log_has_one_line_per_request(
         backends_yaml(was) + "rules:\n  - {name: admin, path: /admin/**, block: true}\n"
     )
     async with aiohttp.ClientSession() as s:
-        for path in ("/a", "/admin/x"):
-            async with s.get(f"{guard.url}{path}") as r:
+        async with s.get(f"{guard.url}/a") as r:
+            echoed_id = (await r.json())["headers"]["X-Request-Id"]
+        async with s.get(f"{guard.url}/admin/x") as r:
+            await r.read()
+        for _ in range(5):
+            async with s.get(f"{guard.url}/b") as r:
                 await r.read()
     lines = read_access_log(guard)
-    assert [(x["path"], x["rule"], x["outcome"], x["status"]) for x in lines] == [
+    assert [(x["path"], x["rule"], x["outcome"], x["status"]) for x in lines[:2]] == [
         ("/a", "default", "admitted", 200),
         ("/admin/x", "admin", "blocked", 403),
     ]
     assert lines[0]["backend"] == "was-1" and lines[0]["client"] == "127.0.0.1"
-    assert json.dumps(lines[0])  # plain JSON objects
+    assert lines[1]["backend"] is None  # refused: no backend was involved
+    # guard generated the request id: the backend received the one in the log
+    assert lines[0]["request_id"] == echoed_id
+    # durations are measured, not rounded down to the event loop's millisecond ticks
+    # (sub-millisecond requests would then log 0.000)
+    assert all(line["duration_ms"] > 0 for line in lines[2:]) and len(lines) == 7
