@@ -208,6 +208,8 @@ class Exchange:
         conn.out_chunked = chunked
         conn.out_done = False
         conn.streaming = self.up
+        if conn.output_paused:
+            self.up.pause_reading()  # the client is still behind on earlier answers
         self.head_out = response_head(
             head.status, head.reason, head.kept, framing, close, head.connection
         )
@@ -249,14 +251,18 @@ class Exchange:
         adm.upstream_error(backend, err.kind)
         if self.conn.gone:
             return self.fail(499)
-        if err.kind == "reset" and not err.sent and self.retry_left:
-            self.retry_left -= 1  # a stale keep-alive connection: try a fresh one
+        if err.kind == "reset" and not err.sent and self.retry_left and not req.has_body:
+            # A stale keep-alive connection: try a fresh one (a body already streamed into
+            # the dead connection cannot be sent again, so only bodiless requests).
+            self.retry_left -= 1
             return self.send()
         self.fail(504 if err.kind == "timeout" else 502)
 
     # -- the end --------------------------------------------------------------------------
     def fail(self, status: int) -> None:
         """An error answer for an admitted request whose backend gave nothing usable."""
+        if self.done:
+            return  # one answer per request, whatever ended it first
         req, conn = self.req, self.conn
         self.status = status
         if status != 499 and not conn.gone:
@@ -294,6 +300,7 @@ class Exchange:
             gen.admission.observe(ticket.rule, now - self.started)
             conn.server.exchanges.discard(self)
         conn.streaming = None
+        self.up = None  # it may be back in the pool now, carrying someone else's request
         meta, req = self.req.meta, self.req
         gen.access_log.log(
             meta.client,

@@ -31,6 +31,7 @@ class Request:
         "chunks",
         "content_length",
         "discarding",
+        "dispatched",
         "error",
         "expect_continue",
         "headers",
@@ -69,6 +70,7 @@ class Request:
         self.upstream: UpstreamConnection | None = None
         self.error = 0  # an HTTP status guard must answer instead of the backend's
         self.discarding = False
+        self.dispatched = False  # handed to the request path (it will be answered)
         self.on_discarded: Callable[[], None] | None = None
         self.on_pressure = on_pressure  # True: pause reading the client; False: resume
 
@@ -104,9 +106,7 @@ class Request:
     def feed(self, chunk: bytes) -> None:
         self.body_bytes += len(chunk)
         if self.discarding:
-            if self.body_bytes > DISCARD_LIMIT:
-                self.fail(400)  # a chunked body too long to wait for: close instead
-            return
+            return  # the server closes the connection past DISCARD_LIMIT
         up = self.upstream
         if up is not None:
             up.write(self._frame(chunk))
@@ -124,9 +124,7 @@ class Request:
             return
         up = self.upstream
         if up is not None:
-            if self.chunked:
-                up.write(_LAST_CHUNK)
-            self.detach()
+            self._sent_all(up)
 
     def fail(self, status: int) -> None:
         """A client-side problem (deadline, size, framing) ends this exchange."""
@@ -139,20 +137,32 @@ class Request:
     def attach(self, up: UpstreamConnection) -> None:
         """Send what is buffered and stream the rest as it arrives."""
         if not self.has_body:
+            up.body_done()
             return
         self.upstream = up
         up.request_sink = self
+        up.body_streaming()
         if self.chunks:
-            up.write(b"".join(self._frame(c) for c in self.chunks))
+            data = b"".join(self._frame(c) for c in self.chunks)
             self.chunks.clear()
             self.buffered = 0
+            # Resume the client before the write: the write may pause it again (the
+            # backend's pause_writing), and that pause must stand.
             self.on_pressure(False)
+            up.write(data)
         if self.body_complete:
-            if self.chunked:
-                up.write(_LAST_CHUNK)
-            self.detach()
+            self._sent_all(up)
+
+    def _sent_all(self, up: UpstreamConnection) -> None:
+        if self.chunked:
+            up.write(_LAST_CHUNK)
+        self.upstream = None
+        up.body_done()  # the only way a connection with a body becomes reusable
+        self.on_pressure(False)
 
     def detach(self) -> None:
+        """Stop streaming to the backend before the body was sent in full (the exchange
+        ended early): the connection keeps body_sent False and is never reused."""
         up = self.upstream
         if up is not None:
             up.request_sink = None

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from guard.proxy.headers import FramingError, Header, is_trusted, scan_request, simple_response
-from guard.proxy.request import Request
+from guard.proxy.request import DISCARD_LIMIT, Request
 
 if TYPE_CHECKING:
     from guard.proxy.upstream import UpstreamConnection
@@ -64,6 +64,7 @@ class ClientConnection(asyncio.Protocol):
         "parser",
         "parsing",
         "pause_bits",
+        "paused_at",
         "peer",
         "peer_trusted",
         "pending_input",
@@ -101,6 +102,7 @@ class ClientConnection(asyncio.Protocol):
         self.body_seen = 0
         self.overhead_fed = 0
         self.pause_bits = 0
+        self.paused_at = 0.0
         self.pending_input = b""
         self.gone = False
         self.closing = False
@@ -146,8 +148,13 @@ class ClientConnection(asyncio.Protocol):
 
     def close_after_write(self) -> None:
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            if transport.get_write_buffer_size() and self.send_deadline == INF:
+                # close() waits for the output to drain: a client that never reads must
+                # not keep the connection (and its place under max_connections) forever.
+                self.send_deadline = self.loop.time() + self.limits.send_timeout
+            transport.close()
 
     # -- input ------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -225,13 +232,19 @@ class ClientConnection(asyncio.Protocol):
         """Unrecoverable input: answer now if nothing else is being answered, then close."""
         self.stop_parsing = True
         self.pipeline.clear()
-        if self.active is None:
+        active, parsing = self.active, self.parsing
+        if active is None:
+            if parsing is not None and parsing.dispatched:
+                self.close_after_write()  # it was answered already: one answer, one outcome
+                return
             self.server.count_bad_request(self, status)
             self._write_final(status)
+        elif active.discarding:
+            self.close_after_write()  # its answer went out; the rest of its body is not read
         else:
-            self.active.keep_alive = False
-            if not self.active.body_complete:
-                self.active.fail(status)
+            active.keep_alive = False
+            if not active.body_complete:
+                active.fail(status)
 
     def _write_final(self, status: int) -> None:
         if self.transport is not None and not self.closing:
@@ -321,6 +334,8 @@ class ClientConnection(asyncio.Protocol):
                 req.error = 413
             raise _Refuse(413)
         req.feed(body)
+        if req.discarding and req.body_bytes > DISCARD_LIMIT:
+            raise _Refuse(413)  # too much to read away: close instead
 
     def on_message_complete(self) -> None:
         req = self.parsing
@@ -343,6 +358,7 @@ class ClientConnection(asyncio.Protocol):
                     return  # answer the next one when the client has read the previous answers
                 req = self.pipeline.pop(0)
                 self.active = req
+                req.dispatched = True
                 try:
                     self.server.dispatch(self, req)
                 except Exception:
@@ -380,10 +396,20 @@ class ClientConnection(asyncio.Protocol):
         self.pause_bits = before | bit if on else before & ~bit
         if self.transport is None or self.closing or bool(before) == bool(self.pause_bits):
             return
+        now = self.loop.time()
         if self.pause_bits:
+            self.paused_at = now
             self.transport.pause_reading()
         else:
+            # Guard stopped reading, not the client: its read deadlines move by the pause.
+            shift = now - self.paused_at
+            self.deadline += shift
+            self.body_started += shift
             self.transport.resume_reading()
+
+    @property
+    def output_paused(self) -> bool:
+        return bool(self.pause_bits & PAUSE_OUTPUT)
 
     def _body_pressure(self, on: bool) -> None:
         self._pause(PAUSE_BODY, on)
@@ -425,21 +451,29 @@ class ClientConnection(asyncio.Protocol):
     def check_deadlines(self, now: float) -> None:
         if now >= self.send_deadline:
             self.abort()  # a client that does not read releases its slot with the abort
+        elif self.pause_bits:
+            return  # guard is not reading: the client cannot be late
         elif now >= self.deadline or self._body_too_slow(now):
             self.deadline = INF
-            if self.phase == _IDLE:
+            self._read_deadline_expired()
+
+    def _read_deadline_expired(self) -> None:
+        active, parsing = self.active, self.parsing
+        self.stop_parsing = True
+        if self.phase == _IDLE:
+            self.close_after_write()
+        elif self.phase == _BODY and parsing is not None and parsing is active:
+            parsing.keep_alive = False
+            parsing.fail(408)
+            if parsing.discarding:  # no exchange is left to end the connection
                 self.close_after_write()
-            elif self.phase == _BODY and self.active is not None:
-                self.active.keep_alive = False
-                self.active.fail(408)
-                self.stop_parsing = True
-                if self.active.discarding:  # no exchange is left to end the connection
-                    self.close_after_write()
-            elif self.active is None:
-                self.stop_parsing = True
-                self._write_final(408)
-            else:
-                self.abort()
+        elif active is None:
+            self._write_final(408)
+        else:
+            # A queued request is late while an earlier one is answered: let that answer
+            # finish, then close (the late request was never dispatched).
+            self.pipeline.clear()
+            active.keep_alive = False
 
     def _body_too_slow(self, now: float) -> bool:
         """After a grace of body_timeout, the body must average limits.min_body_rate."""

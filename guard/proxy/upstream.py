@@ -96,6 +96,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = INF  # the read timeout, checked by the server's sweeper
         self.read_timeout = 0.0
         self.got_bytes = False
+        # Only a connection whose request was sent in full may carry another: a backend
+        # that answered early still expects the rest of the body (request smuggling).
+        self.body_sent = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -133,12 +136,31 @@ class UpstreamConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.request_sink is not None:
             self.request_sink.pause_body()
+            # The backend stopped taking the body: from now on it is the one stalling.
+            self.deadline = self.loop.time() + self.read_timeout
 
     def resume_writing(self) -> None:
         if self.request_sink is not None:
             self.request_sink.resume_body()
+            self.deadline = INF  # taking the body again: the client's deadlines govern
+
+    def body_streaming(self) -> None:
+        """The request body is being streamed: the backend is not late while it reads."""
+        self.deadline = INF
+
+    def body_done(self) -> None:
+        """The request was sent in full: the read timeout starts now."""
+        self.body_sent = True
+        self.request_sink = None
+        if not self.complete:
+            self.deadline = self.loop.time() + self.read_timeout
 
     # -- httptools callbacks ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete or self.listener is None:
+            # Bytes after the end of the response: never let them reach the next client.
+            raise httptools.HttpParserError("unsolicited response after the end of the exchange")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_RESPONSE_HEAD:
@@ -164,6 +186,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish()
 
     def on_body(self, body: bytes) -> None:
+        if self.head is None:
+            raise httptools.HttpParserError("response body before a response head")
         if self.listener is not None:
             self.listener.upstream_body(body)
 
@@ -216,11 +240,13 @@ class UpstreamConnection(asyncio.Protocol):
             not self.closed
             and self.head is not None
             and self.head.keep_alive
-            and self.request_sink is None  # the request body was fully sent
+            and self.body_sent
+            and self.request_sink is None
         )
         self._reset_exchange()
         self.reused = True
-        if reusable:
+        if reusable and self.transport is not None:
+            self.transport.resume_reading()  # it may have been paused for a slow client
             self.pool.put_idle(self)
         else:
             self.release_transport()
@@ -257,6 +283,7 @@ class Pool:
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
         self.idle: deque[UpstreamConnection] = deque()
+        self.closed = False  # replaced by a reload: connections finishing late are closed
 
     def take_idle(self) -> UpstreamConnection | None:
         while self.idle:
@@ -278,7 +305,7 @@ class Pool:
         return proto
 
     def put_idle(self, conn: UpstreamConnection) -> None:
-        if len(self.idle) >= self.max_idle:
+        if self.closed or len(self.idle) >= self.max_idle:
             conn.release_transport()
             return
         self.idle.append(conn)
@@ -288,5 +315,6 @@ class Pool:
             self.idle.remove(conn)
 
     def close(self) -> None:
+        self.closed = True
         while self.idle:
             self.idle.pop().release_transport()
