@@ -206,7 +206,6 @@ class Runtime:
     async def _housekeeping(self) -> None:
         """Deadline sweeps and access-log flushes: cheap work on a coarse tick."""
         assert self.server is not None
-        tick = 0
         while True:
             cfg = self.gen.loaded.config
             limits = cfg.limits
@@ -215,7 +214,6 @@ class Runtime:
             )
             await asyncio.sleep(max(0.02, min(0.2, shortest / 10)))
             self.server.sweep()
-            tick += 1
             self.gen.access_log.flush()
 
     async def _health_loop(self, name: str) -> None:
