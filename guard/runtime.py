@@ -90,7 +90,7 @@ class ProxyServer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def count_bad_request(self, conn: ClientConnection, status: int) -> None:
+    def count_bad_request(self, status: int) -> None:
         adm = self.runtime.gen.admission
         if status != 408:
             adm.record(adm.default_rule, "bad_request")
