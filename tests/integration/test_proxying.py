@@ -202,32 +202,6 @@ async def test_client_gone_before_headers_keeps_slot_until_backend_answers(
     await guard.wait_idle()
 
 
-async def test_client_gone_mid_download_releases_at_once(
-    start_was: StartWas, start_guard: StartGuard
-) -> None:
-    was = await start_was()
-    guard = await start_guard(backends_yaml(was))
-    reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
-    writer.write(b"GET /__was/bytes?n=1000000000 HTTP/1.1\r\nHost: a\r\n\r\n")
-    await reader.readexactly(1 << 20)  # the download is under way
-    writer.transport.abort()
-    await guard.wait_idle()
-
-
-async def test_client_gone_mid_upload_releases(
-    start_was: StartWas, start_guard: StartGuard
-) -> None:
-    was = await start_was()
-    guard = await start_guard(backends_yaml(was))
-    _reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
-    writer.write(b"POST /__was/sink HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
-    writer.write(b"x" * 100000)
-    await writer.drain()
-    await poll(lambda: guard.active()["site"] == 1)
-    writer.transport.abort()
-    await guard.wait_idle()
-
-
 async def test_keep_alive_and_pipelining(start_was: StartWas, start_guard: StartGuard) -> None:
     was = await start_was()
     guard = await start_guard(backends_yaml(was))
