@@ -8,7 +8,7 @@ import os
 import aiohttp
 import psutil
 
-from tests.conftest import StartGuard, StartWas, backends_yaml, poll
+from tests.conftest import StartGuard, StartWas, backends_yaml
 from tests.rawhttp import (
     exchange,
     read_request_head,
