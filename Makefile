@@ -17,12 +17,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check guard tests bench
+	$(BIN)/ruff format --check guard tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check guard tests bench
-	$(BIN)/ruff format --check guard tests bench || true
+	$(BIN)/ruff format --check guard tests bench
 	$(BIN)/mypy
 
 bench: $(STAMP)

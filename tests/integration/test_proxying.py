@@ -225,8 +225,7 @@ async def test_forwarded_header_only_from_trusted_peers(
     untrusted = await start_guard(backends_yaml(was))
     trusted = await start_guard(backends_yaml(was) + "trusted_proxies: [127.0.0.0/8]\n")
     raw = (
-        b"GET /__was/echo-headers HTTP/1.1\r\nHost: a\r\n"
-        b"Forwarded: for=6.6.6.6;proto=https\r\n\r\n"
+        b"GET /__was/echo-headers HTTP/1.1\r\nHost: a\r\nForwarded: for=6.6.6.6;proto=https\r\n\r\n"
     )
     seen = []
     for guard in (untrusted, trusted):

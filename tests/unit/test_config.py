@@ -75,8 +75,17 @@ def problems(path: Path, *parts: str) -> Found:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("2s", 2.0), ("1m", 60.0), ("1h", 3600.0), ("1.5s", 1.5),
-     (" 3 ", 3.0), ("0", 0.0), (5, 5.0), (0.25, 0.25)],
+    [
+        ("500ms", 0.5),
+        ("2s", 2.0),
+        ("1m", 60.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        (" 3 ", 3.0),
+        ("0", 0.0),
+        (5, 5.0),
+        (0.25, 0.25),
+    ],
 )
 def test_duration_forms(text: Any, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -95,8 +104,14 @@ def test_positive_duration_rejects_zero() -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("8k", 8192), ("10m", 10 << 20), ("1g", 1 << 30), ("10MB", 10 << 20), ("512", 512),
-     (4096, 4096)],
+    [
+        ("8k", 8192),
+        ("10m", 10 << 20),
+        ("1g", 1 << 30),
+        ("10MB", 10 << 20),
+        ("512", 512),
+        (4096, 4096),
+    ],
 )
 def test_size_forms(text: Any, size: int) -> None:
     assert parse_size(text) == size
@@ -115,8 +130,12 @@ def test_size_rejects_zero() -> None:
 
 @pytest.mark.parametrize(
     ("text", "per_second", "shown"),
-    [("200/s", 200.0, "200/s"), ("30/m", 0.5, "30/m"), ("1.5/s", 1.5, "1.5/s"),
-     (" 10 / s ", 10.0, "10/s")],
+    [
+        ("200/s", 200.0, "200/s"),
+        ("30/m", 0.5, "30/m"),
+        ("1.5/s", 1.5, "1.5/s"),
+        (" 10 / s ", 10.0, "10/s"),
+    ],
 )
 def test_rate_forms(text: str, per_second: float, shown: str) -> None:
     rate = Rate.model_validate(text)
@@ -136,9 +155,12 @@ def test_rate_rejects_zero() -> None:
 
 @pytest.mark.parametrize(
     ("text", "host", "port", "shown"),
-    [("0.0.0.0:8000", "0.0.0.0", 8000, "0.0.0.0:8000"), ("[::1]:8000", "::1", 8000, "[::1]:8000"),
-     ("localhost:9100", "localhost", 9100, "localhost:9100"), ("127.0.0.1:0", "127.0.0.1", 0,
-                                                               "127.0.0.1:0")],
+    [
+        ("0.0.0.0:8000", "0.0.0.0", 8000, "0.0.0.0:8000"),
+        ("[::1]:8000", "::1", 8000, "[::1]:8000"),
+        ("localhost:9100", "localhost", 9100, "localhost:9100"),
+        ("127.0.0.1:0", "127.0.0.1", 0, "127.0.0.1:0"),
+    ],
 )
 def test_host_port_forms(text: str, host: str, port: int, shown: str) -> None:
     hp = HostPort.model_validate(text)
@@ -153,10 +175,12 @@ def test_host_port_rejects(bad: Any) -> None:
 
 @pytest.mark.parametrize(
     ("url", "normal", "host", "port"),
-    [("http://127.0.0.1:8081", "http://127.0.0.1:8081", "127.0.0.1", 8081),
-     ("http://WAS1.internal:8080/", "http://was1.internal:8080", "was1.internal", 8080),
-     ("http://[::1]:8081", "http://[::1]:8081", "::1", 8081),
-     ("http://was2", "http://was2:80", "was2", 80)],
+    [
+        ("http://127.0.0.1:8081", "http://127.0.0.1:8081", "127.0.0.1", 8081),
+        ("http://WAS1.internal:8080/", "http://was1.internal:8080", "was1.internal", 8080),
+        ("http://[::1]:8081", "http://[::1]:8081", "::1", 8081),
+        ("http://was2", "http://was2:80", "was2", 80),
+    ],
 )
 def test_backend_url_forms(url: str, normal: str, host: str, port: int) -> None:
     backend = Backend(name="b", url=url, max_active=1)
@@ -164,8 +188,18 @@ def test_backend_url_forms(url: str, normal: str, host: str, port: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["http://h:1/app", "http://h:1?x=1", "http://h:1/#", "ftp://h:1", "http://:80",
-            "127.0.0.1:8081", "http://h:99999", "http://u:p@h:1", 8081],
+    "bad",
+    [
+        "http://h:1/app",
+        "http://h:1?x=1",
+        "http://h:1/#",
+        "ftp://h:1",
+        "http://:80",
+        "127.0.0.1:8081",
+        "http://h:99999",
+        "http://u:p@h:1",
+        8081,
+    ],
 )
 def test_backend_url_rejects(bad: Any) -> None:
     with pytest.raises(ValidationError, match='expected "http://host:port" with no path, got'):
@@ -196,11 +230,19 @@ def test_path_pattern_accepts(good: str) -> None:
 
 @pytest.mark.parametrize(
     ("bad", "reason"),
-    [("event/**", 'starting with "/"'), ("/a**", "'**' must be a whole segment"),
-     ("/a/***", "'**' must be a whole segment"), ("/a//b", "canonical path"),
-     ("/a/../b", "canonical path"), ("/a?x=1", "URL path characters"),
-     ("/a;jsessionid=1", "URL path characters"), ("/이벤트", "percent-encoded"),
-     ("/%2F", '"%XX" only'), ("/%41", '"%XX" only'), ("/%ec", '"%XX" only')],
+    [
+        ("event/**", 'starting with "/"'),
+        ("/a**", "'**' must be a whole segment"),
+        ("/a/***", "'**' must be a whole segment"),
+        ("/a//b", "canonical path"),
+        ("/a/../b", "canonical path"),
+        ("/a?x=1", "URL path characters"),
+        ("/a;jsessionid=1", "URL path characters"),
+        ("/이벤트", "percent-encoded"),
+        ("/%2F", '"%XX" only'),
+        ("/%41", '"%XX" only'),
+        ("/%ec", '"%XX" only'),
+    ],
 )
 def test_path_pattern_rejects(bad: str, reason: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(reason)):
@@ -211,7 +253,9 @@ def test_networks() -> None:
     adapter = TypeAdapter(NetworkList)
     assert adapter.validate_python("10.0.0.0/8") == (ipaddress.ip_network("10.0.0.0/8"),)
     assert adapter.validate_python(["192.0.2.7", "::1"]) == (
-        ipaddress.ip_network("192.0.2.7/32"), ipaddress.ip_network("::1/128"))
+        ipaddress.ip_network("192.0.2.7/32"),
+        ipaddress.ip_network("::1/128"),
+    )
     with pytest.raises(ValidationError, match="expected an address or network like"):
         adapter.validate_python(["10.0.0.5/8"])  # host bits set: almost always a typo
 
@@ -228,21 +272,38 @@ def test_defaults(site: Path) -> None:
     assert (cfg.trusted_proxies, cfg.block_ips, cfg.rules) == ((), (), ())
     assert (cfg.timeouts.connect, cfg.timeouts.read, cfg.timeouts.shutdown) == (2.0, 30.0, 30.0)
     assert cfg.limits.model_dump() == {
-        "header_timeout": 10.0, "body_timeout": 30.0, "keepalive_timeout": 60.0,
-        "send_timeout": 30.0, "max_request_line": 8192, "max_header_size": 16384,
-        "max_headers": 100, "max_trailer_size": 8192, "max_connections": 10000,
-        "max_tracked_clients": 100000, "min_body_rate": 240}
+        "header_timeout": 10.0,
+        "body_timeout": 30.0,
+        "keepalive_timeout": 60.0,
+        "send_timeout": 30.0,
+        "max_request_line": 8192,
+        "max_header_size": 16384,
+        "max_headers": 100,
+        "max_trailer_size": 8192,
+        "max_connections": 10000,
+        "max_tracked_clients": 100000,
+        "min_body_rate": 240,
+    }
     assert cfg.client_max_size == 100 << 20
     assert (cfg.access_log.format, cfg.access_log.path) == ("json", None)
     backend = cfg.backends[0]
     assert (backend.drain, backend.cooldown, backend.health, backend.max_idle) == (
-        False, 5.0, None, 64)
+        False,
+        5.0,
+        None,
+        64,
+    )
 
 
 def test_rule_defaults_and_effective_burst() -> None:
     rule = Rule(name="r", path="/x")
     assert (rule.methods, rule.max_active, rule.rate, rule.burst, rule.per_client) == (
-        None, None, None, None, False)
+        None,
+        None,
+        None,
+        None,
+        False,
+    )
     assert (rule.action, rule.bypass, rule.block) == ("wait", False, False)
     assert Rule.model_validate({"name": "r", "path": "/", "rate": "200/s"}).effective_burst == 200
     assert Rule.model_validate({"name": "r", "path": "/", "rate": "30/m"}).effective_burst == 1
@@ -257,7 +318,9 @@ def test_retry_after_rounds_up_to_whole_seconds(site: Path, text: str, whole: in
 
 
 def test_full_document(site: Path) -> None:
-    cfg = load(site, """\
+    cfg = load(
+        site,
+        """\
         listen: "[::]:8080"
         max_active: 300
         trusted_proxies: [10.0.0.0/8]
@@ -274,11 +337,15 @@ def test_full_document(site: Path) -> None:
             health: {path: /health, interval: 5s}
         rules:
           - {name: event, path: /event/**, methods: [get, post], rate: 200/s, per_client: true}
-        """)
+        """,
+    )
     assert (cfg.listen.host, cfg.max_active, cfg.client_max_size) == ("::", 300, 1 << 30)
     assert cfg.block_ips == (ipaddress.ip_network("203.0.113.0/24"),)
     assert (cfg.timeouts.connect, cfg.timeouts.read, cfg.limits.max_request_line) == (
-        0.5, 60.0, 4096)
+        0.5,
+        60.0,
+        4096,
+    )
     assert cfg.access_log.format == "off"  # YAML reads bare `off` as false
     assert cfg.backends[0].health is not None and cfg.backends[0].health.interval == 5.0
     assert cfg.rules[0].methods == ("GET", "POST") and cfg.rules[0].per_client
@@ -300,15 +367,20 @@ def test_models_built_in_code_do_not_touch_the_filesystem() -> None:
 
 
 def test_merge_keys_explicit_keys_win(site: Path) -> None:
-    cfg = load(site, """\
+    cfg = load(
+        site,
+        """\
         backends:
           - &was {name: was-1, url: http://127.0.0.1:8081, max_active: 10}
           - <<: *was
             name: was-2
             url: http://127.0.0.1:8082
-        """)
+        """,
+    )
     assert [(b.name, b.url, b.max_active) for b in cfg.backends] == [
-        ("was-1", "http://127.0.0.1:8081", 10), ("was-2", "http://127.0.0.1:8082", 10)]
+        ("was-1", "http://127.0.0.1:8081", 10),
+        ("was-2", "http://127.0.0.1:8082", 10),
+    ]
 
 
 # --- paths ---------------------------------------------------------------------------
@@ -322,11 +394,15 @@ def test_relative_paths_resolve_against_the_config_folder(
     (tmp_path / "assets").mkdir()
     (tmp_path / "logs").mkdir()
     monkeypatch.chdir("/")
-    cfg = load(site, """\
+    cfg = load(
+        site,
+        """\
         waiting_page: ../pages/wait.html
         static_dir: ../assets
         access_log: {format: text, path: ../logs/access.log}
-        """, BACKENDS)
+        """,
+        BACKENDS,
+    )
     assert cfg.waiting_page == tmp_path / "pages" / "wait.html"
     assert cfg.static_dir == tmp_path / "assets"
     assert cfg.access_log.path == tmp_path / "logs" / "access.log"
@@ -340,7 +416,8 @@ def test_absolute_paths_are_kept(site: Path, tmp_path: Path) -> None:
 def test_missing_waiting_page(site: Path, tmp_path: Path) -> None:
     page = tmp_path / "nope.html"
     assert problems(site, "waiting_page: ../nope.html\n", BACKENDS) == [
-        (1, "waiting_page", f"no such file: {page}")]
+        (1, "waiting_page", f"no such file: {page}")
+    ]
 
 
 def test_missing_default_waiting_page_points_at_the_top(site: Path, tmp_path: Path) -> None:
@@ -351,38 +428,49 @@ def test_missing_default_waiting_page_points_at_the_top(site: Path, tmp_path: Pa
 
 def test_waiting_page_must_be_a_file(site: Path, tmp_path: Path) -> None:
     assert problems(site, BACKENDS, "waiting_page: ../static\n") == [
-        (3, "waiting_page", f"no such file: {tmp_path / 'static'}")]
+        (3, "waiting_page", f"no such file: {tmp_path / 'static'}")
+    ]
 
 
 def test_missing_static_dir_and_log_folder(site: Path, tmp_path: Path) -> None:
     found = problems(site, BACKENDS, "static_dir: ../assets\naccess_log: {path: /no/such/a.log}\n")
-    assert found == [(3, "static_dir", f"no such folder: {tmp_path / 'assets'}"),
-                     (4, "access_log.path", "folder does not exist: /no/such")]
+    assert found == [
+        (3, "static_dir", f"no such folder: {tmp_path / 'assets'}"),
+        (4, "access_log.path", "folder does not exist: /no/such"),
+    ]
 
 
 # --- errors: exact messages and lines --------------------------------------------------
 
 
 def test_the_issue_example_rate_message(site: Path) -> None:
-    found = problems(site, BACKENDS, """\
+    found = problems(
+        site,
+        BACKENDS,
+        """\
         rules:
           - {name: static, path: /static/**, bypass: true}
           - name: event
             path: /event/**
             rate: fast
-        """)
+        """,
+    )
     assert found == [(7, "rules[1].rate", 'expected "<n>/s" or "<n>/m", got "fast"')]
     assert str(Problem("config/guard.yaml", 14, "rules[1].rate", "m")) == (
-        "config/guard.yaml:14: rules[1].rate: m")
+        "config/guard.yaml:14: rules[1].rate: m"
+    )
 
 
 def test_duration_message(site: Path) -> None:
     assert problems(site, "timeouts:\n  connect: 1s\n  read: soon\n", BACKENDS) == [
-        (3, "timeouts.read", 'expected a duration like "500ms", "2s" or "1m", got "soon"')]
+        (3, "timeouts.read", 'expected a duration like "500ms", "2s" or "1m", got "soon"')
+    ]
 
 
 def test_every_problem_is_reported_at_once(site: Path) -> None:
-    found = problems(site, """\
+    found = problems(
+        site,
+        """\
         listen: 8000
         workers: 0
         max_active: many
@@ -393,22 +481,33 @@ def test_every_problem_is_reported_at_once(site: Path) -> None:
           - {name: was 1, url: https://h:1, max_active: 0, drain: "yes"}
         rules:
           - {name: r, path: event, methods: [GET, "A B"], action: queue}
-        """)
+        """,
+    )
     assert found == [
         (1, "listen", 'expected "host:port" like "0.0.0.0:8000" or "[::1]:8000", got 8000'),
         (2, "workers", "expected a number >= 1, got 0"),
         (3, "max_active", 'expected a whole number, got "many"'),
         (4, "retry_after", 'expected a duration like "500ms", "2s" or "1m", got "later"'),
         (5, "access_log.format", 'expected "json", "text" or "off", got "xml"'),
-        (6, "limits.max_header_size",
-         'expected a size like "8k", "10m", "1g" or a number of bytes, got "16q"'),
+        (
+            6,
+            "limits.max_header_size",
+            'expected a size like "8k", "10m", "1g" or a number of bytes, got "16q"',
+        ),
         (6, "limits.max_headers", "expected a whole number, got 1.5"),
         (8, "backends[0].drain", 'expected true or false, got "yes"'),
         (8, "backends[0].max_active", "expected a number >= 1, got 0"),
-        (8, "backends[0].name",
-         "expected a name of letters, digits, '.', '_' or '-' (at most 64), got \"was 1\""),
-        (8, "backends[0].url", 'https backends are not supported yet; expected "http://host:port"'
-         ' with no path, got "https://h:1"'),
+        (
+            8,
+            "backends[0].name",
+            "expected a name of letters, digits, '.', '_' or '-' (at most 64), got \"was 1\"",
+        ),
+        (
+            8,
+            "backends[0].url",
+            'https backends are not supported yet; expected "http://host:port"'
+            ' with no path, got "https://h:1"',
+        ),
         (10, "rules[0].action", 'expected "wait" or "reject", got "queue"'),
         (10, "rules[0].methods[1]", 'expected an HTTP method like "GET" or "POST", got "A B"'),
         (10, "rules[0].path", 'expected a path pattern starting with "/", got "event"'),
@@ -416,15 +515,20 @@ def test_every_problem_is_reported_at_once(site: Path) -> None:
 
 
 def test_missing_required_keys_point_at_the_parent(site: Path) -> None:
-    found = problems(site, """\
+    found = problems(
+        site,
+        """\
         workers: 1
         backends:
           - name: was-1
             url: http://127.0.0.1:8081
           - {name: was-2, max_active: 3}
-        """)
-    assert found == [(3, "backends[0].max_active", "is required"),
-                     (5, "backends[1].url", "is required")]
+        """,
+    )
+    assert found == [
+        (3, "backends[0].max_active", "is required"),
+        (5, "backends[1].url", "is required"),
+    ]
     assert problems(site, "\n\nworkers: 2\n") == [(3, "backends", "is required")]
 
 
@@ -435,14 +539,18 @@ def test_empty_value_points_at_its_key(site: Path) -> None:
 
 def test_empty_lists_and_wrong_shapes(site: Path) -> None:
     assert problems(site, "backends: []\n") == [
-        (1, "backends", "expected at least 1 entry, got none")]
+        (1, "backends", "expected at least 1 entry, got none")
+    ]
     assert problems(site, "backends: was-1\n") == [(1, "backends", 'expected a list, got "was-1"')]
     assert problems(site, BACKENDS, "timeouts: 5s\n") == [
-        (3, "timeouts", 'expected a mapping, got "5s"')]
+        (3, "timeouts", 'expected a mapping, got "5s"')
+    ]
 
 
 def test_unknown_keys_with_and_without_a_suggestion(site: Path) -> None:
-    found = problems(site, """\
+    found = problems(
+        site,
+        """\
         listn: 0.0.0.0:8000
         colour: blue
         backends:
@@ -453,7 +561,8 @@ def test_unknown_keys_with_and_without_a_suggestion(site: Path) -> None:
             ratee: 5/s
             health:
               path: /x
-        """)
+        """,
+    )
     assert found == [
         (1, "listn", 'unknown key (did you mean "listen"?)'),
         (2, "colour", "unknown key"),
@@ -464,19 +573,26 @@ def test_unknown_keys_with_and_without_a_suggestion(site: Path) -> None:
 
 
 def test_unknown_key_in_a_nested_model(site: Path) -> None:
-    found = problems(site, """\
+    found = problems(
+        site,
+        """\
         backends:
           - name: was-1
             url: http://127.0.0.1:8081
             max_active: 10
             health: {path: /h, intervall: 5s}
-        """)
-    assert found == [(5, "backends[0].health.interval", "is required"),
-                     (5, "backends[0].health.intervall", 'unknown key (did you mean "interval"?)')]
+        """,
+    )
+    assert found == [
+        (5, "backends[0].health.interval", "is required"),
+        (5, "backends[0].health.intervall", 'unknown key (did you mean "interval"?)'),
+    ]
 
 
 def test_duplicate_keys(site: Path) -> None:
-    found = problems(site, """\
+    found = problems(
+        site,
+        """\
         listen: 0.0.0.0:8000
         workers: 1
         listen: 0.0.0.0:9000
@@ -487,14 +603,19 @@ def test_duplicate_keys(site: Path) -> None:
             path: /event/**
             rate: 5/s
             rate: 10/s
-        """)
-    assert found == [(3, "listen", "duplicate key (first set on line 1)"),
-                     (5, "backends[0].max_active", "duplicate key (first set on line 5)"),
-                     (10, "rules[0].rate", "duplicate key (first set on line 9)")]
+        """,
+    )
+    assert found == [
+        (3, "listen", "duplicate key (first set on line 1)"),
+        (5, "backends[0].max_active", "duplicate key (first set on line 5)"),
+        (10, "rules[0].rate", "duplicate key (first set on line 9)"),
+    ]
 
 
 def test_duplicate_names(site: Path) -> None:
-    found = problems(site, """\
+    found = problems(
+        site,
+        """\
         backends:
           - {name: was-1, url: http://127.0.0.1:8081, max_active: 10}
           - {name: was-1, url: http://127.0.0.1:8082, max_active: 10}
@@ -502,38 +623,50 @@ def test_duplicate_names(site: Path) -> None:
           - {name: event, path: /event/**}
           - {name: shop, path: /shop/**}
           - {name: event, path: /event2/**}
-        """)
+        """,
+    )
     assert found == [
         (3, "backends[1].name", 'duplicate name "was-1" (already used by backends[0])'),
-        (7, "rules[2].name", 'duplicate name "event" (already used by rules[0])')]
+        (7, "rules[2].name", 'duplicate name "event" (already used by rules[0])'),
+    ]
 
 
 def test_duplicate_names_reported_alongside_other_problems(site: Path) -> None:
-    found = problems(site, BACKENDS, """\
+    found = problems(
+        site,
+        BACKENDS,
+        """\
         rules:
           - {name: event, path: /event/**}
           - {name: event, path: /event2/**, rate: fast}
-        """)
-    assert found == [(5, "rules[1].name", 'duplicate name "event" (already used by rules[0])'),
-                     (5, "rules[1].rate", 'expected "<n>/s" or "<n>/m", got "fast"')]
+        """,
+    )
+    assert found == [
+        (5, "rules[1].name", 'duplicate name "event" (already used by rules[0])'),
+        (5, "rules[1].rate", 'expected "<n>/s" or "<n>/m", got "fast"'),
+    ]
 
 
 def test_rule_named_default(site: Path) -> None:
     assert problems(site, BACKENDS, "rules:\n  - {name: default, path: /x}\n") == [
-        (4, "rules[0].name", '"default" is reserved for the implicit last rule')]
+        (4, "rules[0].name", '"default" is reserved for the implicit last rule')
+    ]
 
 
 @pytest.mark.parametrize(
     ("settings", "expected"),
-    [("bypass: true, block: true", [("block", "not allowed with bypass: true")]),
-     ("bypass: true, max_active: 3", [("max_active", "not allowed with bypass: true")]),
-     ("bypass: true, rate: 5/s", [("rate", "not allowed with bypass: true")]),
-     ("block: true, max_active: 3", [("max_active", "not allowed with block: true")]),
-     ("block: true, rate: 5/s, burst: 2",
-      [("rate", "not allowed with block: true")]),
-     ("burst: 5", [("burst", "requires rate")]),
-     ("per_client: true, burst: 2",
-      [("burst", "requires rate"), ("per_client", "requires rate")])],
+    [
+        ("bypass: true, block: true", [("block", "not allowed with bypass: true")]),
+        ("bypass: true, max_active: 3", [("max_active", "not allowed with bypass: true")]),
+        ("bypass: true, rate: 5/s", [("rate", "not allowed with bypass: true")]),
+        ("block: true, max_active: 3", [("max_active", "not allowed with block: true")]),
+        ("block: true, rate: 5/s, burst: 2", [("rate", "not allowed with block: true")]),
+        ("burst: 5", [("burst", "requires rate")]),
+        (
+            "per_client: true, burst: 2",
+            [("burst", "requires rate"), ("per_client", "requires rate")],
+        ),
+    ],
 )
 def test_cross_field_conflicts(site: Path, settings: str, expected: list[tuple[str, str]]) -> None:
     found = problems(site, BACKENDS, f"rules:\n  - {{name: r, path: /x, {settings}}}\n")
@@ -541,8 +674,9 @@ def test_cross_field_conflicts(site: Path, settings: str, expected: list[tuple[s
 
 
 def test_conflict_lines_point_at_the_offending_key(site: Path) -> None:
-    found = problems(site, BACKENDS, "rules:\n  - name: r\n    path: /x\n    bypass: true\n"
-                     "    max_active: 5\n")
+    found = problems(
+        site, BACKENDS, "rules:\n  - name: r\n    path: /x\n    bypass: true\n    max_active: 5\n"
+    )
     assert found == [(7, "rules[0].max_active", "not allowed with bypass: true")]
 
 
@@ -565,8 +699,11 @@ def test_document_must_be_a_mapping(site: Path) -> None:
 
 def test_unknown_tags_are_reported(site: Path) -> None:
     found = problems(site, "listen: !env LISTEN\n", BACKENDS)
-    assert found[0] == (1, "listen",
-                        "invalid YAML value: could not determine a constructor for the tag '!env'")
+    assert found[0] == (
+        1,
+        "listen",
+        "invalid YAML value: could not determine a constructor for the tag '!env'",
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -574,7 +711,8 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert [str(p) for p in info.value.problems] == [
-        f"{path}:0: file: cannot read: No such file or directory"]
+        f"{path}:0: file: cannot read: No such file or directory"
+    ]
 
 
 def test_not_utf8(site: Path) -> None:
@@ -582,7 +720,8 @@ def test_not_utf8(site: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(site)
     assert [(p.line, p.key, p.message) for p in info.value.problems] == [
-        (2, "file", "not valid UTF-8")]
+        (2, "file", "not valid UTF-8")
+    ]
 
 
 def test_error_text_and_json(site: Path) -> None:
@@ -591,8 +730,8 @@ def test_error_text_and_json(site: Path) -> None:
         load_config(site)
     assert str(info.value) == f"{site}:1: workers: expected a number >= 1, got 0"
     assert problems_as_json(info.value) == [
-        {"file": str(site), "line": 1, "key": "workers",
-         "message": "expected a number >= 1, got 0"}]
+        {"file": str(site), "line": 1, "key": "workers", "message": "expected a number >= 1, got 0"}
+    ]
 
 
 def test_parse_config_names_the_file_as_given(
@@ -602,7 +741,8 @@ def test_parse_config_names_the_file_as_given(
     with pytest.raises(ConfigError) as info:
         parse_config("workers: 0\n" + BACKENDS, Path("config/guard.yaml"))
     assert [str(p) for p in info.value.problems] == [
-        "config/guard.yaml:1: workers: expected a number >= 1, got 0"]
+        "config/guard.yaml:1: workers: expected a number >= 1, got 0"
+    ]
     cfg = parse_config(BACKENDS, Path("config/guard.yaml"))
     assert cfg.waiting_page == tmp_path / "static" / "waiting.html"  # absolute once resolved
 
@@ -631,16 +771,32 @@ def shipped(tmp_path: Path) -> Path:
 def test_demo_yaml(shipped: Path) -> None:
     cfg = load_config(shipped / "demo.yaml").config
     assert (str(cfg.listen), str(cfg.admin_listen), cfg.max_active) == (
-        "127.0.0.1:8000", "127.0.0.1:9100", 30)
+        "127.0.0.1:8000",
+        "127.0.0.1:9100",
+        30,
+    )
     assert [(b.name, b.url, b.max_active) for b in cfg.backends] == [
-        ("was-1", "http://127.0.0.1:8081", 20), ("was-2", "http://127.0.0.1:8082", 20)]
+        ("was-1", "http://127.0.0.1:8081", 20),
+        ("was-2", "http://127.0.0.1:8082", 20),
+    ]
     static, admin, event, checkout = cfg.rules
     assert (static.path, static.bypass, admin.path, admin.block) == (
-        "/static/**", True, "/admin/**", True)
+        "/static/**",
+        True,
+        "/admin/**",
+        True,
+    )
     assert (event.path, event.max_active, event.rate) == (
-        "/event/**", 10, Rate(per_second=50.0, text="50/s"))
+        "/event/**",
+        10,
+        Rate(per_second=50.0, text="50/s"),
+    )
     assert (checkout.path, checkout.methods, checkout.max_active, checkout.action) == (
-        "/order/**", ("POST",), 10, "reject")
+        "/order/**",
+        ("POST",),
+        10,
+        "reject",
+    )
     assert cfg.waiting_page == shipped.parent / "static" / "waiting.html"
 
 
@@ -655,8 +811,10 @@ def test_summarize(shipped: Path) -> None:
     lines = text.splitlines()
     assert "listen 127.0.0.1:8000   admin 127.0.0.1:9100   workers 1" in lines
     assert any(line.split() == ["was-1", "http://127.0.0.1:8081", "20", "no"] for line in lines)
-    assert any(line.split() == ["3", "event", "/event/**", "*", "10", "50/s", "(50)", "-", "wait"]
-               for line in lines)
+    assert any(
+        line.split() == ["3", "event", "/event/**", "*", "10", "50/s", "(50)", "-", "wait"]
+        for line in lines
+    )
     assert any(line.split()[:4] == ["4", "checkout", "/order/**", "POST"] for line in lines)
     assert any(line.split()[1] == "default" for line in lines if line.startswith("  -"))
     names = [line.split()[1] for line in lines if line[:3].strip().isdigit()]
