@@ -111,6 +111,20 @@ async def poll(
         await asyncio.sleep(0.005)
 
 
+async def poll_async(
+    check: Callable[[], Awaitable[bool]],
+    timeout: float = 5.0,
+    why: str | Callable[[], str] = "condition not met in time",
+) -> None:
+    """poll() for a condition that must itself await (an HTTP probe, a subprocess)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(why if isinstance(why, str) else why())
+        await asyncio.sleep(0.01)
+
+
 def write_config(tmp_path: Path, body: str, name: str = "guard.yaml") -> Path:
     page = tmp_path / "waiting.html"
     if not page.exists():

@@ -18,7 +18,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from guard.core.admission import Refusal, Ticket
-from guard.core.paths import BadPath, CanonicalTarget, canonicalize
+from guard.core.paths import BadPath, canonicalize
 from guard.proxy.headers import client_address, new_request_id, request_head, response_head
 from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.upstream import ResponseHead, UpstreamConnection, UpstreamError
@@ -68,7 +68,6 @@ class Exchange:
         "rule",
         "started",
         "status",
-        "target",
         "ticket",
         "up",
     )
@@ -84,7 +83,6 @@ class Exchange:
         self.status = 0
         self.path = ""
         self.ticket: Ticket | None = None
-        self.target: CanonicalTarget | None = None
         self.up: UpstreamConnection | None = None
         self.head_out: bytes | None = None  # response head not yet written (coalescing)
         self.request_bytes = b""
@@ -118,7 +116,6 @@ class Exchange:
         if decision is None:  # a bypass rule with no backend up
             return self.answer(gen.pages.error(502, _closes(req), head), 502)
         self.ticket = decision
-        self.target = target
         self.request_bytes = request_head(
             req.method, target.forward.encode("latin-1"), req.meta, req.framing()
         )

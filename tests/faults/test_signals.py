@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import StartWas, Was, free_port, write_config
+from tests.conftest import poll_async as until
 from tests.rawhttp import read_response
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,18 +51,6 @@ class GuardProcess:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text()
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], timeout: float, why: Callable[[], str]
-) -> None:
-    """Poll an async condition with a deadline (the async sibling of conftest.poll)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(why())
-        await asyncio.sleep(0.02)
 
 
 async def refuses_connections(port: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from tests.conftest import Guard
 from tests.rawhttp import RawResponse, RecordingBackend, exchange, peer_closes, read_response
@@ -60,13 +59,3 @@ async def reply(reader: asyncio.StreamReader, timeout: float = 3.0) -> RawRespon
         return await read_response(reader, timeout)
     except TimeoutError:
         return RawResponse()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, why: str) -> None:
-    """Poll an async condition with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(why)
-        await asyncio.sleep(0.01)

@@ -10,8 +10,9 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from tests.conftest import Guard, StartGuard, StartWas, Was, backends_yaml, poll
+from tests.conftest import poll_async as eventually
 from tests.rawhttp import peer_closes, read_response
-from tests.security.support import eventually, reply
+from tests.security.support import reply
 
 DEADLINE = 0.3
 SLACK = 2.0
