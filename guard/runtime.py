@@ -24,7 +24,7 @@ from guard.core.state import MemoryState
 from guard.proxy import forward
 from guard.proxy.responses import Pages
 from guard.proxy.server import ClientConnection
-from guard.proxy.upstream import Pool
+from guard.proxy.upstream import Pool, protocol_factory
 
 log = logging.getLogger("guard")
 
@@ -187,7 +187,7 @@ class Runtime:
         cfg = self.gen.loaded.config
         self.server = server = ProxyServer(self)
         self._listener = await loop.create_server(
-            lambda: ClientConnection(server),
+            protocol_factory(lambda: ClientConnection(server)),
             cfg.listen.host,
             cfg.listen.port,
             reuse_port=reuse_port or None,
@@ -200,8 +200,10 @@ class Runtime:
 
     @property
     def bound_port(self) -> int:
-        assert self._listener is not None
-        return int(self._listener.sockets[0].getsockname()[1])
+        # Any: uvloop returns a list where typeshed says tuple, and compiled code checks.
+        listener: Any = self._listener
+        assert listener is not None
+        return int(listener.sockets[0].getsockname()[1])
 
     async def _housekeeping(self) -> None:
         """Deadline sweeps and access-log flushes: cheap work on a coarse tick."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from guard import data_path
 from guard.admin import make_admin_app
 from guard.runtime import Runtime
 
@@ -49,7 +50,13 @@ async def serve(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(runtime.reload()))
     where = str(admin_socket) if admin_socket else str(cfg.admin_listen)
-    log.info("guard listening on %s:%s, admin on %s", cfg.listen.host, runtime.bound_port, where)
+    log.info(
+        "guard listening on %s:%s, admin on %s; data path %s",
+        cfg.listen.host,
+        runtime.bound_port,
+        where,
+        data_path(),
+    )
     if ready is not None:
         ready.set()
     await stop.wait()

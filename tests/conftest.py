@@ -135,6 +135,22 @@ def write_config(tmp_path: Path, body: str, name: str = "guard.yaml") -> Path:
     return path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test compiled code older than its source: the .so would win the import and
+    the tests would pass against code that is no longer there. `make test` rebuilds.
+    mypyc puts the code of every compiled module in one library, guard__mypyc*.so."""
+    top = Path(__file__).resolve().parent.parent
+    for lib in top.glob("guard__mypyc*.so"):
+        built = lib.stat().st_mtime
+        stale = [
+            str(src.relative_to(top))
+            for so in (top / "guard").rglob("*.so")
+            if (src := so.with_name(so.name.split(".", 1)[0] + ".py")).stat().st_mtime > built
+        ]
+        if stale:
+            pytest.exit(f"compiled code is older than {', '.join(stale)}: run `make build`", 2)
+
+
 def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Tests run on uvloop, like `guard run` does."""
     import uvloop

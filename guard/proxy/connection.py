@@ -1,8 +1,10 @@
 """The state every part of a client connection shares, declared once.
 
-ClientConnection (server.py) is assembled from RequestParsing (parsing.py) and FlowControl
-(flow.py); all three work on the fields declared here. One class holds every slot, so an
-idle keep-alive connection costs bytes, not a dict (10,000 of them at a time).
+ClientConnection (server.py) is one chain of classes: ConnectionState -> FlowControl
+(flow.py) -> RequestParsing (parsing.py) -> ClientConnection; all of them work on the fields
+declared here. One class holds every slot, so an idle keep-alive connection costs bytes, not
+a dict (10,000 of them at a time). The chain is single inheritance and the fields are plain
+annotations because mypyc compiles these classes to C structs (see setup.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from guard.runtime import ProxyServer
 
 
-class ConnectionState(asyncio.Protocol):
+class ConnectionState:  # an asyncio.Protocol by shape (see protocol_factory)
     __slots__ = (
         "active",
         "body_seen",
@@ -53,43 +55,47 @@ class ConnectionState(asyncio.Protocol):
         "url",
     )
 
-    if TYPE_CHECKING:
-        server: ProxyServer
-        limits: Limits
-        loop: asyncio.AbstractEventLoop
-        transport: asyncio.Transport | None
-        parser: Any
-        peer: str
-        peer_trusted: bool
-        pipeline: list[Request]
-        active: Request | None
-        parsing: Request | None
-        streaming: UpstreamConnection | None
-        url: bytes
-        headers: list[Header]
-        head_size: int
-        head_fed: int
-        body_seen: int
-        overhead_fed: int
-        phase: str
-        deadline: float
-        send_deadline: float
-        body_started: float
-        pause_bits: int
-        paused_at: float
-        pending_input: bytes
-        gone: bool
-        closing: bool
-        stop_parsing: bool
-        feeding: bool
-        dispatching: bool
-        out_chunked: bool
-        out_done: bool
+    server: ProxyServer
+    limits: Limits
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport | None
+    parser: Any
+    peer: str
+    peer_trusted: bool
+    pipeline: list[Request]
+    active: Request | None
+    parsing: Request | None
+    streaming: UpstreamConnection | None
+    url: bytes
+    headers: list[Header]
+    head_size: int
+    head_fed: int
+    body_seen: int
+    overhead_fed: int
+    phase: str
+    deadline: float
+    send_deadline: float
+    body_started: float
+    pause_bits: int
+    paused_at: float
+    pending_input: bytes
+    gone: bool
+    closing: bool
+    stop_parsing: bool
+    feeding: bool
+    dispatching: bool
+    out_chunked: bool
+    out_done: bool
 
-        # Implemented by the parts; declared for the type checker.
-        def abort(self, reset: bool = False) -> None: ...
-        def close_after_write(self) -> None: ...
-        def _start_next(self) -> None: ...
-        def _write_final(self, status: int) -> None: ...
-        def _pause(self, bit: int, on: bool) -> None: ...
-        def _body_pressure(self, on: bool) -> None: ...
+    # Implemented further down the chain (ClientConnection, RequestParsing).
+    def abort(self, reset: bool = False) -> None:
+        raise NotImplementedError
+
+    def close_after_write(self) -> None:
+        raise NotImplementedError
+
+    def _start_next(self) -> None:
+        raise NotImplementedError
+
+    def _write_final(self, status: int) -> None:
+        raise NotImplementedError

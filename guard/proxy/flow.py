@@ -9,12 +9,7 @@ the length of the pause): a slow backend is never blamed on the client.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from guard.proxy.connection import ConnectionState
-
-if TYPE_CHECKING:
-    pass
 
 INF = float("inf")
 # Reasons to pause reading from the client, as bits (reading resumes when none is left).
@@ -25,7 +20,7 @@ _HEAD, _BODY, _WAIT, _IDLE = "head", "body", "wait", "idle"
 
 
 class FlowControl(ConnectionState):
-    """Mixin of ClientConnection: pausing, resuming, and the deadlines of each phase."""
+    """Part of ClientConnection: pausing, resuming, and the deadlines of each phase."""
 
     __slots__ = ()
 

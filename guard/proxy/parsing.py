@@ -8,25 +8,19 @@ is due on the connection.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import httptools
 
-from guard.proxy.connection import ConnectionState
-from guard.proxy.flow import _BODY, _HEAD, _IDLE, _WAIT, INF, PAUSE_PIPELINE
+from guard.proxy.flow import _BODY, _HEAD, _IDLE, _WAIT, INF, PAUSE_PIPELINE, FlowControl
 from guard.proxy.headers import FramingError, scan_request, simple_response
 from guard.proxy.request import DISCARD_LIMIT, Request
-
-if TYPE_CHECKING:
-    pass
 
 SLICE = 8192  # the parser is fed at most this much at a time while reading a body
 HEAD_SLICE = 1024  # ... and this much while reading heads, bounding what it buffers unseen
 PIPELINE_MAX = 16
 
 
-class RequestParsing(ConnectionState):
-    """Mixin of ClientConnection: input, parser callbacks, refusals of broken input."""
+class RequestParsing(FlowControl):
+    """Part of ClientConnection: input, parser callbacks, refusals of broken input."""
 
     __slots__ = ()
 

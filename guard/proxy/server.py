@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from guard.proxy.flow import _HEAD, _IDLE, _WAIT, INF, PAUSE_OUTPUT, PAUSE_PIPELINE, FlowControl
+from guard.proxy.flow import _HEAD, _IDLE, _WAIT, INF, PAUSE_OUTPUT, PAUSE_PIPELINE
 from guard.proxy.headers import Header, is_trusted
 from guard.proxy.parsing import PIPELINE_MAX, RequestParsing
 from guard.proxy.request import Request
@@ -36,7 +36,7 @@ log = logging.getLogger("guard.server")
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-class ClientConnection(RequestParsing, FlowControl):
+class ClientConnection(RequestParsing):
     __slots__ = ()  # every field is declared in ConnectionState: no per-connection dict
 
     def __init__(self, server: ProxyServer) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
@@ -24,6 +25,13 @@ from guard.proxy.headers import Header, response_kept
 
 MAX_RESPONSE_HEAD = 64 * 1024
 INF = float("inf")
+
+
+def protocol_factory(make: Callable[[], object]) -> Callable[[], asyncio.BaseProtocol]:
+    """guard's connection classes have asyncio.Protocol's methods without inheriting from it:
+    compiled by mypyc, a class with a Python base gets a per-instance __dict__ (~1 KB per
+    idle connection), and the event loop only ever calls the methods."""
+    return cast("Callable[[], asyncio.BaseProtocol]", make)
 
 
 class UpstreamError(Exception):
@@ -72,7 +80,7 @@ class ResponseHead:
         self.connection: frozenset[bytes] = frozenset()  # names listed in Connection
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
     """A keep-alive connection to one backend."""
 
     def __init__(self, pool: Pool) -> None:
@@ -296,13 +304,13 @@ class Pool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, proto = await self.loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port
+                    protocol_factory(lambda: UpstreamConnection(self)), self.host, self.port
                 )
         except TimeoutError:
             raise UpstreamError("connect", "connect timeout", sent=False) from None
         except OSError as exc:
             raise UpstreamError("connect", exc.strerror or str(exc), sent=False) from None
-        return proto
+        return cast(UpstreamConnection, proto)
 
     def put_idle(self, conn: UpstreamConnection) -> None:
         if self.closed or len(self.idle) >= self.max_idle:
