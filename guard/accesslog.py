@@ -24,14 +24,14 @@ import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _q
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 __all__ = ["AccessLog", "AccessLogConfigLike", "Sink"]
 
 Format = Literal["json", "text", "off"]
 
-_THOUSANDTHS = tuple(f"{i:03d}" for i in range(1000))
-_MILLIS = tuple(f"{t}Z" for t in _THOUSANDTHS)
+_THOUSANDTHS: Final = tuple(f"{i:03d}" for i in range(1000))
+_MILLIS: Final = tuple(f"{t}Z" for t in _THOUSANDTHS)
 
 
 class Sink(Protocol):

@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from guard.accesslog import AccessLog
 from guard.config import Config, ConfigError, Limits, LoadedConfig, load_config, problems_as_json
@@ -26,7 +26,7 @@ from guard.proxy.responses import Pages
 from guard.proxy.server import ClientConnection
 from guard.proxy.upstream import Pool, protocol_factory
 
-log = logging.getLogger("guard")
+log: Final = logging.getLogger("guard")
 
 
 @dataclass
@@ -36,14 +36,13 @@ class Generation:
     pages: Pages
     pools: dict[str, Pool]
     access_log: AccessLog
+    # Read on every request: copied out of the config once.
+    trusted: tuple[IPv4Network | IPv6Network, ...] = field(init=False)
+    read_timeout: float = field(init=False)
 
-    @property
-    def trusted(self) -> tuple[IPv4Network | IPv6Network, ...]:
-        return self.loaded.config.trusted_proxies
-
-    @property
-    def read_timeout(self) -> float:
-        return self.loaded.config.timeouts.read
+    def __post_init__(self) -> None:
+        self.trusted = self.loaded.config.trusted_proxies
+        self.read_timeout = self.loaded.config.timeouts.read
 
 
 @dataclass

@@ -41,7 +41,7 @@ refuse while another still has room.
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Any
+from typing import Any, Final
 
 from guard.core.bucket import ClientBuckets, TokenBucket
 from guard.core.clock import Clock
@@ -53,8 +53,12 @@ from guard.core.tickets import BackendSlot, Refusal, Ticket
 
 __all__ = ["Admission", "BackendSlot", "Refusal", "Ticket", "share_of"]
 
-_OVER_CAPACITY, _OVER_RATE, _BLOCKED_RULE, _BLOCKED_CLIENT = range(4)  # _refusals() order
-_BLOCK_CACHE_SIZE = 4096  # cleared when full: an address-rotating flood cannot grow it
+# _refusals() order
+_OVER_CAPACITY: Final = 0
+_OVER_RATE: Final = 1
+_BLOCKED_RULE: Final = 2
+_BLOCKED_CLIENT: Final = 3
+_BLOCK_CACHE_SIZE: Final = 4096  # cleared when full: an address-rotating flood cannot grow it
 
 
 def share_of(total: int, i: int, n: int) -> int:

@@ -15,11 +15,11 @@ the code does it in that cheaper order.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-_HEX = "0123456789abcdefABCDEF"
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_FORBIDDEN = frozenset({"00", "2F", "5C"})  # NUL, '/', '\': never valid inside a segment
+_HEX: Final = "0123456789abcdefABCDEF"
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_FORBIDDEN: Final = frozenset({"00", "2F", "5C"})  # NUL, '/', '\': never valid inside a segment
 
 
 def _escape_table() -> dict[str, str]:
@@ -35,7 +35,7 @@ def _escape_table() -> dict[str, str]:
     return table
 
 
-_ESCAPES = _escape_table()
+_ESCAPES: Final = _escape_table()
 
 
 class BadPath(ValueError):

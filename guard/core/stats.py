@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from itertools import accumulate
-from typing import Literal
+from typing import Final, Literal
 
 Outcome = Literal["admitted", "over_capacity", "over_rate", "blocked", "bad_request"]
-OUTCOMES: tuple[Outcome, ...] = (
+OUTCOMES: Final[tuple[Outcome, ...]] = (
     "admitted",
     "over_capacity",
     "over_rate",
@@ -20,7 +20,7 @@ OUTCOMES: tuple[Outcome, ...] = (
 )
 
 # prometheus_client's default buckets, +Inf last so every observation lands in a bucket.
-DEFAULT_BOUNDS: tuple[float, ...] = (
+DEFAULT_BOUNDS: Final[tuple[float, ...]] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
     float("inf"),
 )  # fmt: skip

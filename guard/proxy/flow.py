@@ -9,14 +9,21 @@ the length of the pause): a slow backend is never blamed on the client.
 
 from __future__ import annotations
 
+from typing import Final
+
 from guard.proxy.connection import ConnectionState
 
-INF = float("inf")
+INF: Final = float("inf")
 # Reasons to pause reading from the client, as bits (reading resumes when none is left).
-PAUSE_BODY, PAUSE_PIPELINE, PAUSE_OUTPUT = 1, 2, 4
+PAUSE_BODY: Final = 1
+PAUSE_PIPELINE: Final = 2
+PAUSE_OUTPUT: Final = 4
 # What the connection is reading: a request head, a body, nothing while an answer is due
 # (wait), nothing between requests (idle).
-_HEAD, _BODY, _WAIT, _IDLE = "head", "body", "wait", "idle"
+_HEAD: Final = "head"
+_BODY: Final = "body"
+_WAIT: Final = "wait"
+_IDLE: Final = "idle"
 
 
 class FlowControl(ConnectionState):

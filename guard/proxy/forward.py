@@ -15,7 +15,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from guard.core.admission import Refusal, Ticket
 from guard.core.paths import BadPath, canonicalize
@@ -28,10 +28,10 @@ if TYPE_CHECKING:
     from guard.proxy.server import ClientConnection
     from guard.runtime import Generation
 
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_BODY_STATUS = (204, 304)
-_COALESCE = 16 * 1024  # response head and first body chunk go out in one write below this
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY_STATUS: Final = (204, 304)
+_COALESCE: Final = 16 * 1024  # response head and first body chunk go out in one write below this
 
 
 def dispatch(gen: Generation, conn: ClientConnection, req: Request) -> None:

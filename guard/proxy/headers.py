@@ -16,12 +16,13 @@ import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from itertools import count
+from typing import Final
 
 Header = tuple[bytes, bytes]
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 # Names that describe one hop only; lower-case.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -36,7 +37,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Re-derived by guard on each hop rather than copied.
-_REQUEST_DROP = HOP_BY_HOP | {
+_REQUEST_DROP: Final = HOP_BY_HOP | {
     b"content-length",
     b"expect",
     b"x-forwarded-for",
@@ -46,12 +47,12 @@ _REQUEST_DROP = HOP_BY_HOP | {
     b"host",
 }
 # Connection tokens naming headers that are dropped anyway need no second filter.
-_HOP_TOKENS = frozenset({b"close", b"keep-alive"}) | HOP_BY_HOP
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+_HOP_TOKENS: Final = frozenset({b"close", b"keep-alive"}) | HOP_BY_HOP
+_RESPONSE_DROP: Final = HOP_BY_HOP | {b"content-length"}
 
-_REQUEST_IDS = count(1)
-_REQUEST_ID_PREFIX = os.urandom(4).hex().encode()
-_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+;=]+)(:[0-9]{1,5})?")
+_REQUEST_IDS: Final = count(1)
+_REQUEST_ID_PREFIX: Final = os.urandom(4).hex().encode()
+_HOST: Final = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+;=]+)(:[0-9]{1,5})?")
 
 
 def new_request_id() -> bytes:
@@ -59,7 +60,7 @@ def new_request_id() -> bytes:
     return b"%s-%x" % (_REQUEST_ID_PREFIX, next(_REQUEST_IDS))
 
 
-_TOKEN_CACHE: dict[bytes, frozenset[bytes]] = {}
+_TOKEN_CACHE: Final[dict[bytes, frozenset[bytes]]] = {}
 
 
 def _tokens(value: bytes) -> frozenset[bytes]:
@@ -275,7 +276,7 @@ def simple_response(
     return b"".join(out)
 
 
-_REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
+_REASONS: Final = {int(s): s.phrase.encode() for s in HTTPStatus}
 
 
 def _reason(status: int) -> bytes:

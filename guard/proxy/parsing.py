@@ -8,15 +8,17 @@ is due on the connection.
 
 from __future__ import annotations
 
+from typing import Final
+
 import httptools
 
 from guard.proxy.flow import _BODY, _HEAD, _IDLE, _WAIT, INF, PAUSE_PIPELINE, FlowControl
 from guard.proxy.headers import FramingError, scan_request, simple_response
 from guard.proxy.request import DISCARD_LIMIT, Request
 
-SLICE = 8192  # the parser is fed at most this much at a time while reading a body
-HEAD_SLICE = 1024  # ... and this much while reading heads, bounding what it buffers unseen
-PIPELINE_MAX = 16
+SLICE: Final = 8192  # the parser is fed at most this much at a time while reading a body
+HEAD_SLICE: Final = 1024  # ... and this much while reading heads, bounding what it buffers unseen
+PIPELINE_MAX: Final = 16
 
 
 class RequestParsing(FlowControl):
@@ -47,14 +49,17 @@ class RequestParsing(FlowControl):
             self._start_next()
 
     def _feed_slices(self, data: bytes) -> None:
-        view = memoryview(data)
         pos, size = 0, len(data)
+        # Most segments are one small request: fed whole, without a memoryview.
+        view = memoryview(data) if size > HEAD_SLICE else None
         while pos < size and not self.closing and not self.stop_parsing:
             if len(self.pipeline) >= PIPELINE_MAX:
-                self.pending_input = bytes(view[pos:])
+                self.pending_input = data[pos:]
                 self._pause(PAUSE_PIPELINE, True)
                 return
-            piece = view[pos : pos + (SLICE if self.phase == _BODY else HEAD_SLICE)]
+            piece: bytes | memoryview = data
+            if view is not None:
+                piece = view[pos : pos + (SLICE if self.phase == _BODY else HEAD_SLICE)]
             pos += len(piece)
             if self.phase == _IDLE or self.phase == _WAIT:
                 # First byte of a new request: its head must arrive within header_timeout.

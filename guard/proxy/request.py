@@ -8,18 +8,18 @@ Framing towards the backend is re-derived: Content-Length as received, or chunke
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from guard.proxy.headers import Header, RequestMeta
 
 if TYPE_CHECKING:
     from guard.proxy.upstream import UpstreamConnection
 
-BODY_BUFFER = 64 * 1024
+BODY_BUFFER: Final = 64 * 1024
 # A request answered before its body arrived keeps its connection if guard can read the
 # rest of the body and throw it away: up to this many bytes (beyond, the connection closes).
-DISCARD_LIMIT = 1024 * 1024
-_LAST_CHUNK = b"0\r\n\r\n"
+DISCARD_LIMIT: Final = 1024 * 1024
+_LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 class Request:

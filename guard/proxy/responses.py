@@ -10,21 +10,21 @@ from __future__ import annotations
 import json
 import mimetypes
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from guard.proxy.headers import simple_response
 
-STATIC_PREFIX = "/__guard/static/"
-MAX_ASSET_BYTES = 2 * 1024 * 1024
+STATIC_PREFIX: Final = "/__guard/static/"
+MAX_ASSET_BYTES: Final = 2 * 1024 * 1024
 # Only web assets: ops often keep the waiting page next to the config and logs.
-ASSET_SUFFIXES = frozenset(
+ASSET_SUFFIXES: Final = frozenset(
     {".html", ".htm", ".css", ".js", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp",
      ".ico", ".woff", ".woff2", ".txt"}
 )  # fmt: skip
-_NO_STORE = (b"Cache-Control", b"no-store")
-_JSON = (b"Content-Type", b"application/json")
-_HTML = (b"Content-Type", b"text/html; charset=utf-8")
-_ERRORS = {
+_NO_STORE: Final = (b"Cache-Control", b"no-store")
+_JSON: Final = (b"Content-Type", b"application/json")
+_HTML: Final = (b"Content-Type", b"text/html; charset=utf-8")
+_ERRORS: Final = {
     400: "bad_request",
     403: "blocked",
     404: "not_found",

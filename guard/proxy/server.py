@@ -18,7 +18,7 @@ import contextlib
 import logging
 import socket
 import struct
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from guard.proxy.upstream import UpstreamConnection
     from guard.runtime import ProxyServer
 
-log = logging.getLogger("guard.server")
+log: Final = logging.getLogger("guard.server")
 
-_LINGER_RESET = struct.pack("ii", 1, 0)
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
 class ClientConnection(RequestParsing):

@@ -17,14 +17,20 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
 from guard.proxy.headers import Header, response_kept
 
-MAX_RESPONSE_HEAD = 64 * 1024
-INF = float("inf")
+if TYPE_CHECKING:
+    # The listener is the forwarding side of one exchange (upstream_head, upstream_body,
+    # upstream_complete, upstream_failed). Typed as the concrete class, not a Protocol, so
+    # the compiled calls are direct C calls rather than attribute lookups.
+    from guard.proxy.forward import Exchange as Listener
+
+MAX_RESPONSE_HEAD: Final = 64 * 1024
+INF: Final = float("inf")
 
 
 def protocol_factory(make: Callable[[], object]) -> Callable[[], asyncio.BaseProtocol]:
@@ -41,15 +47,6 @@ class UpstreamError(Exception):
         self.detail = detail
         # False when no byte of the request may have reached the backend (safe to retry).
         self.sent = sent
-
-
-class Listener(Protocol):
-    """The forwarding side of one exchange."""
-
-    def upstream_head(self, head: ResponseHead) -> None: ...
-    def upstream_body(self, chunk: bytes) -> None: ...
-    def upstream_complete(self) -> None: ...
-    def upstream_failed(self, error: UpstreamError) -> None: ...
 
 
 class RequestBodySource(Protocol):
@@ -89,6 +86,7 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
+        self.reading_paused = False
         self.parser = httptools.HttpResponseParser(self)
         self.listener: Listener | None = None
         self.request_sink: RequestBodySource | None = None
@@ -254,7 +252,8 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         self._reset_exchange()
         self.reused = True
         if reusable and self.transport is not None:
-            self.transport.resume_reading()  # it may have been paused for a slow client
+            if self.reading_paused:  # paused for a slow client
+                self.resume_reading()
             self.pool.put_idle(self)
         else:
             self.release_transport()
@@ -265,10 +264,12 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = False
             self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
