@@ -154,8 +154,9 @@ class AccessLog:
             # outcome is one of the core's fixed words, so it is the one field left unescaped.
             line = (
                 f'{{"time":"{ts}","request_id":{"null" if request_id is None else _q(request_id)}'
-                f',"client":{_q(client)},"method":{_q(method)},"path":{_q(path)}'
-                f',"rule":{_q(rule)},"backend":{"null" if backend is None else _q(backend)}'
+                f',"client":{_q(client)},"method":{_cached_q(method)},"path":{_q(path)}'
+                f',"rule":{_cached_q(rule)}'
+                f',"backend":{"null" if backend is None else _cached_q(backend)}'
                 f',"outcome":"{outcome}","status":{status},"duration_ms":{ms}}}\n'
             )
         else:
@@ -218,6 +219,19 @@ class AccessLog:
             with contextlib.suppress(OSError):
                 closer()
         self._stream = None
+
+
+_QUOTED: Final[dict[str, str]] = {}
+
+
+def _cached_q(value: str) -> str:
+    """_q for the few values that repeat on every line: methods, rule and backend names."""
+    quoted = _QUOTED.get(value)
+    if quoted is None:
+        quoted = _q(value)
+        if len(_QUOTED) < 256:  # methods come from clients: bounded
+            _QUOTED[value] = quoted
+    return quoted
 
 
 def _t(value: str | None) -> str:

@@ -61,6 +61,7 @@ def new_request_id() -> bytes:
 
 
 _TOKEN_CACHE: Final[dict[bytes, frozenset[bytes]]] = {}
+_GOOD_HOSTS: Final[set[bytes]] = set()  # Host values that passed _HOST
 
 
 def _tokens(value: bytes) -> frozenset[bytes]:
@@ -151,19 +152,23 @@ def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -
     (raising FramingError), the values guard reads, and the headers it forwards as-is."""
     hosts = 0
     kept = meta.kept
-    for name, value in headers:
+    for header in headers:
+        name, value = header
         lname = name.lower()
         if lname not in _REQUEST_DROP:
             if lname == b"forwarded":
                 meta.forwarded.append(value)
             else:
-                kept.append((name, value))
+                kept.append(header)
                 if lname == b"accept":
                     meta.accept_html = b"text/html" in value
         elif lname == b"host":
             hosts += 1
-            if value and not _HOST.fullmatch(value):
-                raise FramingError(400)  # one host[:port], never a list or anything else
+            if value and value not in _GOOD_HOSTS:
+                if not _HOST.fullmatch(value):
+                    raise FramingError(400)  # one host[:port], never a list or anything else
+                if len(_GOOD_HOSTS) < 1024:  # the site's few names; a flood cannot grow it
+                    _GOOD_HOSTS.add(value)
             meta.host = value
         elif lname == b"transfer-encoding":
             if version == b"1.0":
@@ -197,7 +202,7 @@ def request_head(method: bytes, target: bytes, meta: RequestMeta, framing: bytes
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     if meta.host is not None:
         out += (b"Host: ", meta.host, b"\r\n")
-    listed = meta.connection - _HOP_TOKENS
+    listed = meta.connection - _HOP_TOKENS if meta.connection else meta.connection
     for name, value in meta.kept:
         if not listed or name.lower() not in listed:
             out += (name, b": ", value, b"\r\n")
@@ -218,46 +223,48 @@ def request_head(method: bytes, target: bytes, meta: RequestMeta, framing: bytes
     return b"".join(out)
 
 
-def response_kept(
-    headers: Sequence[Header],
-) -> tuple[list[Header], frozenset[bytes], int | None, bool]:
-    """One pass over a response head: (headers forwarded as-is, names listed in
-    Connection, Content-Length, chunked)."""
-    kept: list[Header] = []
+def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
+    """One pass over a response head: (the end-to-end headers as one block of
+    "Name: value\r\n" lines, forwarded as received; Content-Length; chunked).
+    Hop-by-hop headers, those the Connection header lists, and the framing are left out."""
+    out: list[bytes] = []
     listed: frozenset[bytes] = frozenset()
     length: int | None = None
     chunked = False
     for name, value in headers:
         lname = name.lower()
         if lname not in _RESPONSE_DROP:
-            kept.append((name, value))
+            out += (name, b": ", value, b"\r\n")
         elif lname == b"content-length":
             length = int(value)
         elif lname == b"transfer-encoding":
             chunked = True
         elif lname == b"connection":
             listed = listed | _tokens(value)
-    return kept, listed - _HOP_TOKENS, length, chunked
+    listed = listed - _HOP_TOKENS if listed else listed
+    if listed:  # rare: names the Connection header declares hop-by-hop, maybe listed after
+        out = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname not in _RESPONSE_DROP and lname not in listed:
+                out += (name, b": ", value, b"\r\n")
+    return b"".join(out), length, chunked
 
 
-def response_head(
-    status: int,
-    reason: bytes,
-    kept: Sequence[Header],
-    framing: bytes,
-    close: bool,
-    listed: frozenset[bytes] = frozenset(),
-) -> bytes:
-    """The response head sent to the client: `kept` (from response_kept) minus the names
-    `listed` in its Connection header, framing re-derived."""
-    out = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or _reason(status), b"\r\n"]
-    for name, value in kept:
-        if not listed or name.lower() not in listed:
-            out += (name, b": ", value, b"\r\n")
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def response_head(status: int, reason: bytes, block: bytes, framing: bytes, close: bool) -> bytes:
+    """The response head sent to the client: the status line, `block` (from response_kept),
+    and the framing re-derived by guard."""
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))
+        if len(_STATUS_LINES) < 256:  # a backend's few statuses and reasons in practice
+            _STATUS_LINES[(status, reason)] = line
     if close:
-        out.append(b"Connection: close\r\n")
-    out += (framing, b"\r\n")
-    return b"".join(out)
+        return b"".join((line, block, b"Connection: close\r\n", framing, b"\r\n"))
+    return b"".join((line, block, framing, b"\r\n"))
 
 
 def simple_response(

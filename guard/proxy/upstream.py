@@ -57,24 +57,15 @@ class RequestBodySource(Protocol):
 
 
 class ResponseHead:
-    __slots__ = (
-        "chunked",
-        "connection",
-        "content_length",
-        "keep_alive",
-        "kept",
-        "reason",
-        "status",
-    )
+    __slots__ = ("block", "chunked", "content_length", "keep_alive", "reason", "status")
 
     def __init__(self, status: int, keep_alive: bool) -> None:
         self.status = status
         self.reason = b""
-        self.kept: list[Header] = []  # end-to-end headers, forwarded as received
+        self.block = b""  # end-to-end header lines, forwarded as received
         self.keep_alive = keep_alive
         self.content_length: int | None = None
         self.chunked = False
-        self.connection: frozenset[bytes] = frozenset()  # names listed in Connection
 
 
 class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
@@ -181,7 +172,7 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
             self.headers = []  # interim response: wait for the final one
             return
         head = ResponseHead(status, self.parser.should_keep_alive())
-        head.kept, head.connection, head.content_length, head.chunked = response_kept(self.headers)
+        head.block, head.content_length, head.chunked = response_kept(self.headers)
         self.head = head
         if self.listener is not None:
             self.listener.upstream_head(head)

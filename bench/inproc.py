@@ -1,0 +1,136 @@
+"""guard's request path in one process, without sockets: where the user-space time goes.
+
+One ClientConnection and one pooled UpstreamConnection get recording transports; each
+iteration feeds a request (the `make bench` request: wrk's GET with a Host header) and then
+the backend's response (nginx's, 1 KiB), and checks that a complete response reached the
+client. Full policy stays on: 5 rules, rate and concurrency limits, stats, JSON access log.
+
+What it measures is guard's own CPU per request minus the kernel's part (the 4 syscalls),
+repeatably enough to compare two builds on a noisy machine. It is a tool, not a target:
+the targets are ratios to nginx in bench/run.py.
+
+    .venv/bin/python bench/inproc.py                 # µs per request, best of 5
+    .venv/bin/python bench/inproc.py --profile       # cProfile of the interpreted build
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import bench_rules, write_guard_config
+
+from guard import data_path
+from guard.proxy.server import ClientConnection
+from guard.proxy.upstream import UpstreamConnection
+from guard.runtime import ProxyServer, Runtime
+
+REQUEST = b"GET /event/item/1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 23:36:20 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 1024\r\nConnection: keep-alive\r\n\r\n"
+    + b"x" * 1023
+    + b"\n"
+)
+
+
+class RecordingTransport:
+    """The parts of a uvloop transport that guard calls; written bytes are only counted."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
+        self.written = 0
+        self.writes = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self.writes += 1
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peer if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+async def build(workdir: Path) -> tuple[ClientConnection, UpstreamConnection, RecordingTransport]:
+    cfg = write_guard_config(
+        workdir / "guard.yaml",
+        port=1,
+        admin_port=2,
+        backends=[{"name": "b", "url": "http://127.0.0.1:9", "max_active": 50000}],
+        rules=bench_rules(5),
+        access_log=workdir / "access.log",
+    )
+    runtime = Runtime(cfg)
+    runtime.server = server = ProxyServer(runtime)
+    conn = ClientConnection(server)
+    client = RecordingTransport(("127.0.0.1", 40000))
+    conn.connection_made(client)  # type: ignore[arg-type]
+    up = UpstreamConnection(runtime.gen.pools["b"])
+    up.connection_made(RecordingTransport(("127.0.0.1", 9)))  # type: ignore[arg-type]
+    up.pool.put_idle(up)
+    return conn, up, client
+
+
+def run(conn: ClientConnection, up: UpstreamConnection, client: RecordingTransport, n: int) -> None:
+    feed_request, feed_response = conn.data_received, up.data_received
+    before = client.writes
+    for _ in range(n):
+        feed_request(REQUEST)
+        feed_response(RESPONSE)
+    if client.writes - before != n or up.pool.idle[-1] is not up:
+        sys.exit(f"guard did not answer every request ({client.writes - before} of {n})")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="cProfile one round")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="guard-inproc-") as tmp:
+        conn, up, client = await build(Path(tmp))
+        run(conn, up, client, 1000)  # warm-up
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.runcall(run, conn, up, client, args.requests)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+            return
+        best = float("inf")
+        for _ in range(args.rounds):
+            t0 = time.process_time()
+            run(conn, up, client, args.requests)
+            best = min(best, time.process_time() - t0)
+        per = best / args.requests * 1e6
+        print(f"data path {data_path()}: {per:.2f} µs of user-space CPU per request")
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
