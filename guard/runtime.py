@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from guard.accesslog import AccessLog
-from guard.config import Config, ConfigError, Limits, LoadedConfig, load_config, problems_as_json
+from guard.config import Config, ConfigError, LoadedConfig, load_config, problems_as_json
 from guard.core.admission import Admission
 from guard.core.state import MemoryState
 from guard.proxy import forward
+from guard.proxy.connection import ConnectionLimits
 from guard.proxy.responses import Pages
 from guard.proxy.server import ClientConnection
 from guard.proxy.upstream import Pool, protocol_factory
@@ -39,10 +40,12 @@ class Generation:
     # Read on every request: copied out of the config once.
     trusted: tuple[IPv4Network | IPv6Network, ...] = field(init=False)
     read_timeout: float = field(init=False)
+    limits: ConnectionLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.trusted = self.loaded.config.trusted_proxies
         self.read_timeout = self.loaded.config.timeouts.read
+        self.limits = ConnectionLimits(self.loaded.config.limits)
 
 
 @dataclass
@@ -72,8 +75,8 @@ class ProxyServer:
         return self.runtime.gen.loaded.config
 
     @property
-    def limits(self) -> Limits:
-        return self.runtime.gen.loaded.config.limits
+    def limits(self) -> ConnectionLimits:
+        return self.runtime.gen.limits
 
     @property
     def max_body(self) -> int:

@@ -15,7 +15,7 @@ the code does it in that cheaper order.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import Final
 
 _HEX: Final = "0123456789abcdefABCDEF"
 _UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -46,9 +46,25 @@ class BadPath(ValueError):
         self.reason = reason
 
 
-class CanonicalTarget(NamedTuple):  # a tuple: built for every request, cheaply
-    path: str  # canonical path: what rules match (no params, no query)
-    forward: str  # what the backend receives: path [+ ;jsessionid=…] [+ ?query]
+class CanonicalTarget:
+    """Built for every request: a plain class (a NamedTuple's __new__ runs as Python)."""
+
+    __slots__ = ("forward", "path")
+
+    def __init__(self, path: str, forward: str) -> None:
+        self.path = path  # canonical path: what rules match (no params, no query)
+        self.forward = forward  # what the backend receives: path [+ ;jsessionid=…] [+ ?query]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CanonicalTarget):
+            return NotImplemented
+        return self.path == other.path and self.forward == other.forward
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.forward))
+
+    def __repr__(self) -> str:
+        return f"CanonicalTarget(path={self.path!r}, forward={self.forward!r})"
 
 
 def canonicalize(target: str) -> CanonicalTarget:

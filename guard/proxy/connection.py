@@ -20,6 +20,37 @@ if TYPE_CHECKING:
     from guard.runtime import ProxyServer
 
 
+class ConnectionLimits:
+    """The config's `limits`, copied into a compiled class when a generation is built: the
+    request path reads them several times per request, and each read of a pydantic field
+    is a dictionary lookup."""
+
+    __slots__ = (
+        "body_timeout",
+        "header_timeout",
+        "keepalive_timeout",
+        "max_connections",
+        "max_header_size",
+        "max_headers",
+        "max_request_line",
+        "max_trailer_size",
+        "min_body_rate",
+        "send_timeout",
+    )
+
+    def __init__(self, limits: Limits) -> None:
+        self.header_timeout: float = limits.header_timeout
+        self.body_timeout: float = limits.body_timeout
+        self.keepalive_timeout: float = limits.keepalive_timeout
+        self.send_timeout: float = limits.send_timeout
+        self.max_request_line: int = limits.max_request_line
+        self.max_header_size: int = limits.max_header_size
+        self.max_headers: int = limits.max_headers
+        self.max_trailer_size: int = limits.max_trailer_size
+        self.max_connections: int = limits.max_connections
+        self.min_body_rate: int = limits.min_body_rate
+
+
 class ConnectionState:  # an asyncio.Protocol by shape (see protocol_factory)
     __slots__ = (
         "active",
@@ -56,7 +87,7 @@ class ConnectionState:  # an asyncio.Protocol by shape (see protocol_factory)
     )
 
     server: ProxyServer
-    limits: Limits
+    limits: ConnectionLimits
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport | None
     parser: Any

@@ -57,19 +57,38 @@ _HOST: Final = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+;=]+)(:
 
 def new_request_id() -> bytes:
     """Unique within the fleet with high probability; cheap (no uuid4 syscall per request)."""
-    return b"%s-%x" % (_REQUEST_ID_PREFIX, next(_REQUEST_IDS))
+    return _REQUEST_ID_PREFIX + b"%x" % next(_REQUEST_IDS)
 
 
-_TOKEN_CACHE: Final[dict[bytes, frozenset[bytes]]] = {}
+# Per-request work remembered across requests: a site sees few distinct header names,
+# Connection values and Host values. Each memo is bounded, so a flood of new ones only
+# falls back to computing them.
+_MEMO_MAX: Final = 1024
+_LOWER: Final[dict[bytes, bytes]] = {}  # header name as received -> lower case
+_LISTED: Final[dict[bytes, frozenset[bytes]]] = {}  # Connection value -> extra names it lists
 _GOOD_HOSTS: Final[set[bytes]] = set()  # Host values that passed _HOST
 
 
-def _tokens(value: bytes) -> frozenset[bytes]:
-    found = _TOKEN_CACHE.get(value)
+def _lower(name: bytes) -> bytes:
+    """name.lower(). Names with "_" are never remembered: scan_request refuses them in
+    requests on a miss of _LOWER, so a miss must happen every time."""
+    lname = _LOWER.get(name)
+    if lname is None:
+        lname = name.lower()
+        if len(_LOWER) < _MEMO_MAX and b"_" not in name:
+            _LOWER[name] = lname
+    return lname
+
+
+def _listed(value: bytes) -> frozenset[bytes]:
+    """The names a Connection header declares hop-by-hop, beyond those always dropped
+    (nearly always none: "keep-alive", "close")."""
+    found = _LISTED.get(value)
     if found is None:
-        found = frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
-        if len(_TOKEN_CACHE) < 256:  # "keep-alive", "close" and a few more in practice
-            _TOKEN_CACHE[value] = found
+        tokens = frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+        found = tokens - _HOP_TOKENS
+        if len(_LISTED) < _MEMO_MAX:
+            _LISTED[value] = found
     return found
 
 
@@ -115,12 +134,12 @@ class RequestMeta:
         "accept_html",
         "chunked",
         "client",
-        "connection",
         "content_length",
         "expect_continue",
         "forwarded",
         "host",
         "kept",
+        "listed",
         "peer",
         "peer_trusted",
         "request_id",
@@ -131,7 +150,7 @@ class RequestMeta:
 
     def __init__(self) -> None:
         self.host: bytes | None = None
-        self.connection: frozenset[bytes] = frozenset()  # names listed in Connection
+        self.listed: frozenset[bytes] = frozenset()  # extra hop-by-hop names (Connection)
         self.kept: list[Header] = []  # end-to-end headers forwarded as received
         self.forwarded: list[bytes] = []  # RFC 7239, forwarded only from trusted peers
         self.xff: bytes | None = None
@@ -148,13 +167,17 @@ class RequestMeta:
 
 
 def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -> None:
-    """One pass over the request headers, lower-casing each name once: framing checks
-    (raising FramingError), the values guard reads, and the headers it forwards as-is."""
+    """One pass over the request headers: framing checks (raising FramingError), the values
+    guard reads, and the headers it forwards as-is."""
     hosts = 0
     kept = meta.kept
     for header in headers:
         name, value = header
-        lname = name.lower()
+        lname = _LOWER.get(name)
+        if lname is None:
+            if b"_" in name:
+                raise FramingError(400)  # ambiguous with "-" after CGI-style normalisation
+            lname = _lower(name)
         if lname not in _REQUEST_DROP:
             if lname == b"forwarded":
                 meta.forwarded.append(value)
@@ -167,7 +190,7 @@ def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -
             if value and value not in _GOOD_HOSTS:
                 if not _HOST.fullmatch(value):
                     raise FramingError(400)  # one host[:port], never a list or anything else
-                if len(_GOOD_HOSTS) < 1024:  # the site's few names; a flood cannot grow it
+                if len(_GOOD_HOSTS) < _MEMO_MAX:
                     _GOOD_HOSTS.add(value)
             meta.host = value
         elif lname == b"transfer-encoding":
@@ -191,7 +214,9 @@ def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -
         elif lname == b"x-forwarded-host":
             meta.xfh = value
         elif lname == b"connection":
-            meta.connection = meta.connection | _tokens(value)
+            extra = _listed(value)
+            if extra:
+                meta.listed = meta.listed | extra
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         raise FramingError(400)
 
@@ -199,27 +224,51 @@ def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -
 def request_head(method: bytes, target: bytes, meta: RequestMeta, framing: bytes) -> bytes:
     """The request head sent to the backend. `framing` is b"" (no body),
     b"Content-Length: N\r\n" or b"Transfer-Encoding: chunked\r\n"."""
-    out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    # Appends, not `out += (...)`: compiled, each tuple would be built and then copied.
+    out = [method, b" ", target]
     if meta.host is not None:
-        out += (b"Host: ", meta.host, b"\r\n")
-    listed = meta.connection - _HOP_TOKENS if meta.connection else meta.connection
+        out.append(b" HTTP/1.1\r\nHost: ")
+        out.append(meta.host)
+        out.append(b"\r\n")
+    else:
+        out.append(b" HTTP/1.1\r\n")
+    listed = meta.listed
     for name, value in meta.kept:
-        if not listed or name.lower() not in listed:
-            out += (name, b": ", value, b"\r\n")
+        if not listed or _lower(name) not in listed:
+            out.append(name)
+            out.append(b": ")
+            out.append(value)
+            out.append(b"\r\n")
     trusted = meta.peer_trusted
     if trusted:
         for value in meta.forwarded:
-            out += (b"Forwarded: ", value, b"\r\n")
+            out.append(b"Forwarded: ")
+            out.append(value)
+            out.append(b"\r\n")
+    out.append(b"X-Forwarded-For: ")
     if trusted and meta.xff:
-        out += (b"X-Forwarded-For: ", meta.xff, b", ", meta.peer.encode(), b"\r\n")
+        out.append(meta.xff)
+        out.append(b", ")
+        out.append(meta.peer.encode())
     else:
-        out += (b"X-Forwarded-For: ", meta.client.encode(), b"\r\n")
-    proto = meta.xfp if trusted and meta.xfp else b"http"
-    out += (b"X-Forwarded-Proto: ", proto, b"\r\n")
+        out.append(meta.client.encode())
+    if trusted and meta.xfp:
+        out.append(b"\r\nX-Forwarded-Proto: ")
+        out.append(meta.xfp)
+    else:
+        out.append(b"\r\nX-Forwarded-Proto: http")
     fhost = meta.xfh if trusted and meta.xfh else meta.host
     if fhost:
-        out += (b"X-Forwarded-Host: ", fhost, b"\r\n")
-    out += (b"X-Request-Id: ", meta.request_id or new_request_id(), b"\r\n", framing, b"\r\n")
+        out.append(b"\r\nX-Forwarded-Host: ")
+        out.append(fhost)
+    out.append(b"\r\nX-Request-Id: ")
+    out.append(meta.request_id or new_request_id())
+    if framing:
+        out.append(b"\r\n")
+        out.append(framing)
+        out.append(b"\r\n")
+    else:
+        out.append(b"\r\n\r\n")
     return b"".join(out)
 
 
@@ -232,20 +281,24 @@ def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
     length: int | None = None
     chunked = False
     for name, value in headers:
-        lname = name.lower()
+        lname = _lower(name)
         if lname not in _RESPONSE_DROP:
-            out += (name, b": ", value, b"\r\n")
+            out.append(name)
+            out.append(b": ")
+            out.append(value)
+            out.append(b"\r\n")
         elif lname == b"content-length":
             length = int(value)
         elif lname == b"transfer-encoding":
             chunked = True
         elif lname == b"connection":
-            listed = listed | _tokens(value)
-    listed = listed - _HOP_TOKENS if listed else listed
+            extra = _listed(value)
+            if extra:
+                listed = listed | extra
     if listed:  # rare: names the Connection header declares hop-by-hop, maybe listed after
         out = []
         for name, value in headers:
-            lname = name.lower()
+            lname = _lower(name)
             if lname not in _RESPONSE_DROP and lname not in listed:
                 out += (name, b": ", value, b"\r\n")
     return b"".join(out), length, chunked

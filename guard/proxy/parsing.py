@@ -151,8 +151,6 @@ class RequestParsing(FlowControl):
             raise _Refuse(431)
         if self.head_size + len(self.url) > self.limits.max_header_size:
             raise _Refuse(431)
-        if b"_" in name:
-            raise _Refuse(400)  # ambiguous with "-" after CGI-style normalisation
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
