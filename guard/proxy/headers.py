@@ -49,6 +49,8 @@ _REQUEST_DROP: Final = HOP_BY_HOP | {
 # Connection tokens naming headers that are dropped anyway need no second filter.
 _HOP_TOKENS: Final = frozenset({b"close", b"keep-alive"}) | HOP_BY_HOP
 _RESPONSE_DROP: Final = HOP_BY_HOP | {b"content-length"}
+# A response header whose name has none of these lengths is forwarded without a look.
+_RESPONSE_DROP_LENGTHS: Final = frozenset(len(name) for name in _RESPONSE_DROP)
 
 _REQUEST_IDS: Final = count(1)
 _REQUEST_ID_PREFIX: Final = os.urandom(4).hex().encode()
@@ -281,7 +283,7 @@ def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
     length: int | None = None
     chunked = False
     for name, value in headers:
-        lname = _lower(name)
+        lname = _lower(name) if len(name) in _RESPONSE_DROP_LENGTHS else b""
         if lname not in _RESPONSE_DROP:
             out.append(name)
             out.append(b": ")
