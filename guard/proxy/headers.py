@@ -186,7 +186,8 @@ def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -
             else:
                 kept.append(header)
                 if lname == b"accept":
-                    meta.accept_html = b"text/html" in value
+                    # find(), not `in`: bytes' `in` tries an int first and clears a TypeError.
+                    meta.accept_html = value.find(b"text/html") >= 0
         elif lname == b"host":
             hosts += 1
             if value and value not in _GOOD_HOSTS:
