@@ -86,7 +86,7 @@ class Admission:
         self.site_max_active = _split(config.max_active, share)
         specs = config.rules
         self.rules: tuple[CompiledRule, ...] = (
-            *(self._compile(spec, i, now) for i, spec in enumerate(specs)),
+            *[self._compile(spec, i, now) for i, spec in enumerate(specs)],
             _default_rule(state, len(specs)),
         )
         self.default_rule = self.rules[-1]

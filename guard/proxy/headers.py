@@ -278,7 +278,8 @@ def request_head(method: bytes, target: bytes, meta: RequestMeta, framing: bytes
 def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
     """One pass over a response head: (the end-to-end headers as one block of
     "Name: value\r\n" lines, forwarded as received; Content-Length; chunked).
-    Hop-by-hop headers, those the Connection header lists, and the framing are left out."""
+    Hop-by-hop headers, those the Connection header lists, and the framing are left out.
+    A transfer coding other than chunked raises FramingError(502)."""
     out: list[bytes] = []
     listed: frozenset[bytes] = frozenset()
     length: int | None = None
@@ -293,6 +294,10 @@ def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
         elif lname == b"content-length":
             length = int(value)
         elif lname == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":
+                # Another transfer coding is hop-by-hop and guard does not decode it: the
+                # client would get a coded body without the header that says so.
+                raise FramingError(502)
             chunked = True
         elif lname == b"connection":
             extra = _listed(value)

@@ -143,7 +143,7 @@ class Request:
         up.request_sink = self
         up.body_streaming()
         if self.chunks:
-            data = b"".join(self._frame(c) for c in self.chunks)
+            data = b"".join([self._frame(c) for c in self.chunks])
             self.chunks.clear()
             self.buffered = 0
             # Resume the client before the write: the write may pause it again (the

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
-from guard.proxy.headers import Header, response_kept
+from guard.proxy.headers import FramingError, Header, response_kept
 
 if TYPE_CHECKING:
     # The listener is the forwarding side of one exchange (upstream_head, upstream_body,
@@ -172,7 +172,10 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
             self.headers = []  # interim response: wait for the final one
             return
         head = ResponseHead(status, self.parser.should_keep_alive())
-        head.block, head.content_length, head.chunked = response_kept(self.headers)
+        try:
+            head.block, head.content_length, head.chunked = response_kept(self.headers)
+        except FramingError:
+            raise httptools.HttpParserError("transfer coding other than chunked") from None
         self.head = head
         if self.listener is not None:
             self.listener.upstream_head(head)

@@ -282,6 +282,12 @@ MALFORMED = {
     "not-http": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
     "bad-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok",
     "header-without-colon": b"HTTP/1.1 200 OK\r\nContent-Length 2\r\n\r\nok",
+    # Transfer codings other than chunked are hop-by-hop and guard does not decode them:
+    # forwarding the coded body without its header would hand the client garbage.
+    "transfer-coding-gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok",
+    "transfer-coding-gzip-chunked": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    ),
 }
 
 
