@@ -92,6 +92,12 @@ class ProxyServer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def apply_limits(self, limits: ConnectionLimits) -> None:
+        """A reload's limits reach the connections already open, from their next read on
+        (a deadline already running keeps the timeout it started with)."""
+        for conn in self.connections:
+            conn.limits = limits
+
     def count_bad_request(self, status: int) -> None:
         adm = self.runtime.gen.admission
         if status != 408:
@@ -169,6 +175,8 @@ class Runtime:
                 doc = {"file": str(self.config_path), "line": 0, "key": "", "message": str(err)}
                 return ReloadResult(False, problems=[doc])
             self.gen = gen
+            if self.server is not None:
+                self.server.apply_limits(gen.limits)
             self.reload_counts["success"] += 1
             log.info("reloaded %s (sha256 %s)", loaded.path, loaded.sha256[:12])
             return ReloadResult(True, summary=self.summary())

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import Guard, StartGuard, StartWas, backends_yaml, poll
 from tests.faults.helpers import metric, series
+from tests.rawhttp import read_response
 
 RELOADS = "guard_config_reloads_total"
 HOLD_RULE = "rules:\n  - {name: hold, path: /__was/hold, max_active: 10}\n"
@@ -152,3 +153,26 @@ async def test_bad_reload_with_requests_in_flight_keeps_old_config(
     assert series(text) == series_before
     assert active_series_all_zero(text)
     await poll(guard.all_zero)
+
+
+async def test_reloaded_limits_reach_connections_already_open(
+    start_was: StartWas, start_guard: StartGuard
+) -> None:
+    """Ops tighten limits before an event: keep-alive clients connected earlier get them too."""
+    was = await start_was()
+    guard = await start_guard(backends_yaml(was))
+    request = b"GET /x HTTP/1.1\r\nHost: shop\r\nX-Filler: " + b"f" * 3000 + b"\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
+    try:
+        writer.write(request)
+        assert (await read_response(reader)).status == 200  # within the default 16 KiB
+        guard.config_path.write_text(
+            guard.config_path.read_text() + "limits: {max_header_size: 1k}\n"
+        )
+        status, doc = await reload(guard)
+        assert status == 200, doc
+        writer.write(request)  # the same connection, opened under the old limits
+        assert (await read_response(reader)).status == 431
+    finally:
+        writer.close()
+    await guard.wait_idle()
