@@ -207,7 +207,7 @@ class Exchange:
         conn.streaming = self.up
         if conn.output_paused:
             self.up.pause_reading()  # the client is still behind on earlier answers
-        self.head_out = response_head(head.status, head.reason, head.block, framing, close)
+        self.head_out = response_head(head.status, head.block, framing, close)
 
     def upstream_body(self, chunk: bytes) -> None:
         out = self.head_out

@@ -312,17 +312,18 @@ def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
     return b"".join(out), length, chunked
 
 
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+_STATUS_LINES: Final[dict[int, bytes]] = {}
 
 
-def response_head(status: int, reason: bytes, block: bytes, framing: bytes, close: bool) -> bytes:
-    """The response head sent to the client: the status line, `block` (from response_kept),
-    and the framing re-derived by guard."""
-    line = _STATUS_LINES.get((status, reason))
+def response_head(status: int, block: bytes, framing: bytes, close: bool) -> bytes:
+    """The response head sent to the client: the status line (with the standard reason
+    phrase: clients ignore the backend's), `block` (from response_kept), and the framing
+    re-derived by guard."""
+    line = _STATUS_LINES.get(status)
     if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))
-        if len(_STATUS_LINES) < 256:  # a backend's few statuses and reasons in practice
-            _STATUS_LINES[(status, reason)] = line
+        line = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
+        if len(_STATUS_LINES) < 256:  # a backend's few statuses in practice
+            _STATUS_LINES[status] = line
     if close:
         return b"".join((line, block, b"Connection: close\r\n", framing, b"\r\n"))
     return b"".join((line, block, framing, b"\r\n"))

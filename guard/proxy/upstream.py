@@ -57,11 +57,10 @@ class RequestBodySource(Protocol):
 
 
 class ResponseHead:
-    __slots__ = ("block", "chunked", "content_length", "keep_alive", "reason", "status")
+    __slots__ = ("block", "chunked", "content_length", "keep_alive", "status")
 
     def __init__(self, status: int, keep_alive: bool) -> None:
         self.status = status
-        self.reason = b""
         self.block = b""  # end-to-end header lines, forwarded as received
         self.keep_alive = keep_alive
         self.content_length: int | None = None

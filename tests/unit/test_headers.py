@@ -433,14 +433,14 @@ def test_response_kept_refuses_transfer_codings_guard_cannot_forward(coding: byt
 def test_response_head_exact_bytes() -> None:
     block = b"Content-Type: text/plain\r\n"
     framing = b"Content-Length: 3\r\n"
-    assert response_head(200, b"OK", block, framing, False) == (
+    assert response_head(200, block, framing, False) == (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\n"
     )
-    assert response_head(200, b"OK", block, framing, True) == (
+    assert response_head(200, block, framing, True) == (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
         b"Content-Length: 3\r\n\r\n"
     )
-    assert response_head(204, b"No Content", b"", b"", False) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    assert response_head(204, b"", b"", False) == b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
 @pytest.mark.parametrize(
@@ -451,19 +451,11 @@ def test_response_head_exact_bytes() -> None:
         (599, b"HTTP/1.1 599 Unknown\r\n"),
     ],
 )
-def test_response_head_standard_phrase_when_the_backend_gave_none(status: int, line: bytes) -> None:
-    for _ in range(2):
-        assert response_head(status, b"", b"", b"Content-Length: 0\r\n", False) == (
+def test_response_head_has_the_standard_phrase(status: int, line: bytes) -> None:
+    for _ in range(2):  # the second time from the memo
+        assert response_head(status, b"", b"Content-Length: 0\r\n", False) == (
             line + b"Content-Length: 0\r\n\r\n"
         )
-
-
-def test_response_head_keeps_each_reason_apart() -> None:
-    for _ in range(2):
-        assert response_head(201, b"Made It", b"", b"", False) == b"HTTP/1.1 201 Made It\r\n\r\n"
-        assert response_head(201, b"Created", b"", b"", False) == b"HTTP/1.1 201 Created\r\n\r\n"
-        assert response_head(201, b"", b"", b"", False) == b"HTTP/1.1 201 Created\r\n\r\n"
-        assert response_head(202, b"Made It", b"", b"", False) == b"HTTP/1.1 202 Made It\r\n\r\n"
 
 
 # --- new_request_id -----------------------------------------------------------------------
@@ -526,14 +518,15 @@ def test_memos_stay_bounded_and_answers_stay_right_after_a_flood() -> None:
             [(b"X-Resp-%06d" % i, b"1"), (b"Connection", b"Y-Flood-%d" % i)]
         )
         assert block == b"X-Resp-%06d: 1\r\n" % i
-        assert response_head(200, b"R%d" % i, b"", b"", False) == b"HTTP/1.1 200 R%d\r\n\r\n" % i
+        status = 100 + i % 500
+        assert response_head(status, b"", b"", False).startswith(b"HTTP/1.1 %d " % status)
 
     assert len(headers_module._LOWER) <= memo_max
     assert len(headers_module._LISTED) <= memo_max
     assert len(headers_module._GOOD_HOSTS) <= memo_max
     assert len(headers_module._STATUS_LINES) <= 256
 
-    # New names, lists, hosts and reasons once every memo is full.
+    # New names, lists, hosts and statuses once every memo is full.
     for _ in range(2):
         meta = scan(
             [
@@ -557,7 +550,7 @@ def test_memos_stay_bounded_and_answers_stay_right_after_a_flood() -> None:
         assert response_kept(
             [(b"X-Drop-After", b"1"), (b"CONTENT-LENGTH", b"4"), (b"Connection", b"x-drop-after")]
         ) == (b"", 4, False)
-        assert response_head(418, b"", b"", b"", True) == (
+        assert response_head(418, b"", b"", True) == (
             b"HTTP/1.1 418 I'm a Teapot\r\nConnection: close\r\n\r\n"
         )
-        assert response_head(200, b"Fresh", b"", b"", False) == b"HTTP/1.1 200 Fresh\r\n\r\n"
+        assert response_head(200, b"", b"", False) == b"HTTP/1.1 200 OK\r\n\r\n"
