@@ -10,7 +10,9 @@ repeatably enough to compare two builds on a noisy machine. It is a tool, not a 
 the targets are ratios to nginx in bench/run.py.
 
     .venv/bin/python bench/inproc.py                 # µs per request, best of 5
-    .venv/bin/python bench/inproc.py --profile       # cProfile of the interpreted build
+    .venv/bin/python bench/inproc.py --rules 500     # the same with 500 rules
+    .venv/bin/python bench/inproc.py --profile       # cProfile (names functions only when
+                                                     # the request path runs interpreted)
 """
 
 from __future__ import annotations
@@ -79,13 +81,15 @@ class RecordingTransport:
         self.closing = True
 
 
-async def build(workdir: Path) -> tuple[ClientConnection, UpstreamConnection, RecordingTransport]:
+async def build(
+    workdir: Path, rules: int
+) -> tuple[ClientConnection, UpstreamConnection, RecordingTransport]:
     cfg = write_guard_config(
         workdir / "guard.yaml",
         port=1,
         admin_port=2,
         backends=[{"name": "b", "url": "http://127.0.0.1:9", "max_active": 50000}],
-        rules=bench_rules(5),
+        rules=bench_rules(rules),
         access_log=workdir / "access.log",
     )
     runtime = Runtime(cfg)
@@ -113,10 +117,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rules", type=int, default=5, help="rules in the config (>= 5)")
     parser.add_argument("--profile", action="store_true", help="cProfile one round")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="guard-inproc-") as tmp:
-        conn, up, client = await build(Path(tmp))
+        conn, up, client = await build(Path(tmp), args.rules)
         run(conn, up, client, 1000)  # warm-up
         if args.profile:
             prof = cProfile.Profile()
