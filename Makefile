@@ -14,7 +14,7 @@ BUILT := $(VENV)/.built
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=68'  # venvs of 3.12+ have none
 	GUARD_PURE_PYTHON=1 $(BIN)/python -m pip install -q -e '.[dev]' \
 		--config-settings editable_mode=compat
 	touch $(STAMP)

@@ -142,13 +142,17 @@ def pytest_configure(config: pytest.Config) -> None:
     top = Path(__file__).resolve().parent.parent
     for lib in top.glob("guard__mypyc*.so"):
         built = lib.stat().st_mtime
-        stale = [
-            str(src.relative_to(top))
-            for so in (top / "guard").rglob("*.so")
-            if (src := so.with_name(so.name.split(".", 1)[0] + ".py")).stat().st_mtime > built
-        ]
+        stale = []
+        for so in (top / "guard").rglob("*.so"):
+            src = so.with_name(so.name.split(".", 1)[0] + ".py")
+            if not src.exists() or src.stat().st_mtime > built:
+                stale.append(str(src.relative_to(top)))
         if stale:
-            pytest.exit(f"compiled code is older than {', '.join(stale)}: run `make build`", 2)
+            pytest.exit(
+                f"compiled code does not match {', '.join(stale)}: run `make build`"
+                " (`make clean` first if a module was removed or you checked out another commit)",
+                2,
+            )
 
 
 def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:

@@ -53,7 +53,7 @@ _RESPONSE_DROP: Final = HOP_BY_HOP | {b"content-length"}
 _RESPONSE_DROP_LENGTHS: Final = frozenset(len(name) for name in _RESPONSE_DROP)
 
 _REQUEST_IDS: Final = count(1)
-_REQUEST_ID_PREFIX: Final = os.urandom(4).hex().encode()
+_REQUEST_ID_PREFIX: Final = os.urandom(4).hex().encode() + b"-"
 _HOST: Final = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+;=]+)(:[0-9]{1,5})?")
 
 
@@ -63,9 +63,11 @@ def new_request_id() -> bytes:
 
 
 # Per-request work remembered across requests: a site sees few distinct header names,
-# Connection values and Host values. Each memo is bounded, so a flood of new ones only
-# falls back to computing them.
+# Connection values and Host values. Each memo is bounded in entries and in the length of
+# what it keeps; a full memo is cleared (as admission's block cache is), so junk cannot
+# crowd real values out for good, and a flood of new or huge ones only costs computing.
 _MEMO_MAX: Final = 1024
+_MEMO_LEN: Final = 256  # bytes; real names, hosts and Connection values are far shorter
 _LOWER: Final[dict[bytes, bytes]] = {}  # header name as received -> lower case
 _LISTED: Final[dict[bytes, frozenset[bytes]]] = {}  # Connection value -> extra names it lists
 _GOOD_HOSTS: Final[set[bytes]] = set()  # Host values that passed _HOST
@@ -77,7 +79,9 @@ def _lower(name: bytes) -> bytes:
     lname = _LOWER.get(name)
     if lname is None:
         lname = name.lower()
-        if len(_LOWER) < _MEMO_MAX and b"_" not in name:
+        if len(name) <= _MEMO_LEN and b"_" not in name:
+            if len(_LOWER) >= _MEMO_MAX:
+                _LOWER.clear()
             _LOWER[name] = lname
     return lname
 
@@ -89,7 +93,9 @@ def _listed(value: bytes) -> frozenset[bytes]:
     if found is None:
         tokens = frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
         found = tokens - _HOP_TOKENS
-        if len(_LISTED) < _MEMO_MAX:
+        if len(value) <= _MEMO_LEN:
+            if len(_LISTED) >= _MEMO_MAX:
+                _LISTED.clear()
             _LISTED[value] = found
     return found
 
@@ -193,7 +199,9 @@ def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -
             if value and value not in _GOOD_HOSTS:
                 if not _HOST.fullmatch(value):
                     raise FramingError(400)  # one host[:port], never a list or anything else
-                if len(_GOOD_HOSTS) < _MEMO_MAX:
+                if len(value) <= _MEMO_LEN:
+                    if len(_GOOD_HOSTS) >= _MEMO_MAX:
+                        _GOOD_HOSTS.clear()
                     _GOOD_HOSTS.add(value)
             meta.host = value
         elif lname == b"transfer-encoding":
@@ -303,7 +311,7 @@ def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
             extra = _listed(value)
             if extra:
                 listed = listed | extra
-    if listed:  # rare: names the Connection header declares hop-by-hop, maybe listed after
+    if listed:  # rare (cold path): names Connection declares hop-by-hop, maybe listed after
         out = []
         for name, value in headers:
             lname = _lower(name)

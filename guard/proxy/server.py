@@ -1,4 +1,4 @@
-"""Client connections: asyncio.Protocol + httptools (llhttp, strict mode).
+"""Client connections: an asyncio protocol + httptools (llhttp, strict mode).
 
 Rules this module keeps (RFC 9112 and what nginx/HAProxy promise):
 - One request is handled at a time per connection; pipelined requests wait in a short
@@ -76,6 +76,9 @@ class ClientConnection(RequestParsing):
     # -- connection lifecycle ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # From here on a reload updates this connection (server.connections): take the
+        # limits now, in case one ran between __init__ and this call.
+        self.limits = self.server.limits
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         self.peer_trusted = is_trusted(self.peer, self.server.config.trusted_proxies)
@@ -83,6 +86,9 @@ class ClientConnection(RequestParsing):
         self.server.connections.add(self)
         if len(self.server.connections) > self.limits.max_connections or self.server.closing:
             self.abort()
+
+    def eof_received(self) -> bool:
+        return False  # the client half-closed: close (asyncio.Protocol's default)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True

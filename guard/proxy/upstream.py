@@ -1,4 +1,4 @@
-"""Backend connections: asyncio.Protocol + httptools, pooled per backend with keep-alive.
+"""Backend connections: asyncio protocols + httptools, pooled per backend with keep-alive.
 
 One `UpstreamConnection` carries one exchange at a time. The exchange's listener (the
 forwarding code) is called straight from the parser callbacks: the response head, each body

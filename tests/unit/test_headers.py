@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
-import string
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -464,11 +464,9 @@ def test_response_head_has_the_standard_phrase(status: int, line: bytes) -> None
 def test_request_ids_are_unique_and_share_a_process_prefix() -> None:
     ids = [new_request_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
-    hexdigits = set(string.hexdigits.encode())
-    assert all(set(i) <= hexdigits for i in ids)  # a plain token in any header
-    prefix = ids[0][:8]
-    assert len(prefix) == 8
-    assert all(i.startswith(prefix) and len(i) > 8 for i in ids)
+    # "<8 hex digits of this process>-<hex counter>": a plain token in any header or log.
+    assert all(re.fullmatch(rb"[0-9a-f]{8}-[0-9a-f]+", i) for i in ids)
+    assert len({i.split(b"-")[0] for i in ids}) == 1
 
 
 # --- client_address -----------------------------------------------------------------------
@@ -497,6 +495,23 @@ def test_client_address(peer: str, peer_trusted: bool, xff: bytes | None, expect
 
 
 # --- memo bounds (keep last: the flood fills the memos for the rest of the session) ------
+
+
+def test_memos_keep_no_huge_values() -> None:
+    # Entries are bounded in number and in size: a few huge ones must not pin megabytes.
+    memo_len: int = headers_module._MEMO_LEN
+    huge_host = b"h" * 8000 + b".example"
+    huge_name = b"X-" + b"n" * 8000
+    huge_list = b"close, " + b"x" * 8000
+    for _ in range(2):
+        meta = scan([(b"Host", huge_host), (huge_name, b"1"), (b"Connection", huge_list)])
+        assert meta.host == huge_host and meta.kept == [(huge_name, b"1")]
+        assert meta.listed == {b"x" * 8000}
+    assert huge_host not in headers_module._GOOD_HOSTS
+    assert huge_name not in headers_module._LOWER
+    assert huge_list not in headers_module._LISTED
+    for memo in (headers_module._GOOD_HOSTS, headers_module._LOWER, headers_module._LISTED):
+        assert all(len(key) <= memo_len for key in memo)
 
 
 def test_memos_stay_bounded_and_answers_stay_right_after_a_flood() -> None:
