@@ -72,9 +72,12 @@ class Guard:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def admin_port(self) -> int:
+        return int(self.admin.addresses[0][1])
+
+    @property
     def admin_url(self) -> str:
-        cfg = self.runtime.gen.loaded.config
-        return f"http://127.0.0.1:{cfg.admin_listen.port}"
+        return f"http://127.0.0.1:{self.admin_port}"
 
     async def status(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as s, s.get(f"{self.admin_url}/status") as r:
@@ -185,12 +188,13 @@ async def start_guard(tmp_path: Path) -> AsyncIterator[StartGuard]:
     guards: list[Guard] = []
 
     async def start(body: str, **fmt: Any) -> Guard:
-        """body: YAML without listen/admin_listen/access_log (added here)."""
-        header = f"""
-        listen: 127.0.0.1:{free_port()}
-        admin_listen: 127.0.0.1:{free_port()}
+        """body: YAML without listen/admin_listen/access_log (added here). Both ports are 0,
+        bound by the kernel: a port picked in advance could be taken before guard binds it."""
+        header = """
+        listen: 127.0.0.1:0
+        admin_listen: 127.0.0.1:0
         waiting_page: waiting.html
-        access_log: {{format: json, path: access.log}}
+        access_log: {format: json, path: access.log}
         """
         path = write_config(tmp_path, textwrap.dedent(header) + textwrap.dedent(body))
         runtime = Runtime(path)

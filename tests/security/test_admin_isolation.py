@@ -62,7 +62,7 @@ async def test_post_reload_on_the_public_port_never_reloads(
         b"POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         b"POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body),
         b"POST http://127.0.0.1:%d/reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
-        % guard.runtime.gen.loaded.config.admin_listen.port,
+        % guard.admin_port,
     ):
         assert (await exchange(guard.port, raw)).status == 200
     status = await guard.status()
@@ -77,7 +77,7 @@ async def test_host_header_naming_the_admin_port_is_still_proxied(
     start_was: StartWas, start_guard: StartGuard
 ) -> None:
     guard, was = await admin_guard(start_was, start_guard)
-    admin_port = guard.runtime.gen.loaded.config.admin_listen.port
+    admin_port = guard.admin_port
     raw = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % admin_port
     res = await exchange(guard.port, raw)
     assert res.status == 200 and json.loads(res.body)["name"] == "was-1"
