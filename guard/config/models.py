@@ -2,8 +2,8 @@
 
 Field names are the user contract (docs/DESIGN.md, "Config model"). Every problem
 is reported with the file, the YAML line and a dotted key path, all at once, so an
-operator fixes a file in one pass (``config_errors`` does that translation; the value
-types live in ``config_types`` and the line-keeping YAML reader in ``config_yaml``).
+operator fixes a file in one pass (``errors`` does that translation; the value
+types live in ``types`` and the line-keeping YAML reader in ``reader``).
 """
 
 from __future__ import annotations
@@ -29,18 +29,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from guard.config_errors import (
+from guard.config.errors import (
     ConfigError,
     Problem,
     conflicts,
     duplicate_names,
     key_path,
-    problems_as_json,
     raw_duplicate_problems,
     translate,
 )
-from guard.config_summary import summarize
-from guard.config_types import (
+from guard.config.reader import read_yaml
+from guard.config.types import (
     BackendUrl,
     Duration,
     DurationOrZero,
@@ -56,25 +55,18 @@ from guard.config_types import (
     Rate,
     Size,
 )
-from guard.config_yaml import read_yaml
 
-__all__ = [  # noqa: RUF022 - grouped: models, then errors, then functions
+__all__ = [
     "AccessLog",
     "Backend",
     "Config",
     "Health",
-    "HostPort",
     "Limits",
     "LoadedConfig",
-    "Rate",
     "Rule",
     "Timeouts",
-    "ConfigError",
-    "Problem",
     "load_config",
     "parse_config",
-    "problems_as_json",
-    "summarize",
 ]
 
 _MODEL = ConfigDict(frozen=True, extra="forbid")
