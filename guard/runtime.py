@@ -195,6 +195,7 @@ class Runtime:
         server = self.server
         server.closing = True
         self._listener.close()
+        # The event loop's clock, not the data path's: this wait really sleeps.
         deadline = server.loop.time() + self.loaded.config.timeouts.shutdown
         for conn in list(server.connections):
             if conn.active is None:
