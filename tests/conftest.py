@@ -139,17 +139,26 @@ def write_config(tmp_path: Path, body: str, name: str = "guard.yaml") -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Refuse to test compiled code older than its source: the .so would win the import and
+    """Refuse to test compiled code that is not the source: the .so would win the import and
     the tests would pass against code that is no longer there. `make test` rebuilds.
-    mypyc puts the code of every compiled module in one library, guard__mypyc*.so."""
+    mypyc puts the code of every compiled module in one library, guard__mypyc*.so; the
+    compiled packages are listed in compiled.txt (as setup.py and the Makefile read them)."""
     top = Path(__file__).resolve().parent.parent
+    text = (top / "compiled.txt").read_text()
+    packages = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    compiled = [top / p for p in packages if p]
     for lib in top.glob("guard__mypyc*.so"):
         built = lib.stat().st_mtime
         stale = []
         for so in (top / "guard").rglob("*.so"):
             src = so.with_name(so.name.split(".", 1)[0] + ".py")
-            if not src.exists() or src.stat().st_mtime > built:
+            outside = so.parent not in compiled  # compiled once, no longer: shadows its .py
+            if outside or not src.exists() or src.stat().st_mtime > built:
                 stale.append(str(src.relative_to(top)))
+        for package in compiled:
+            for src in package.glob("*.py"):
+                if src.name != "__init__.py" and not list(package.glob(src.stem + ".*.so")):
+                    stale.append(str(src.relative_to(top)))  # a new module, never built
         if stale:
             pytest.exit(
                 f"compiled code does not match {', '.join(stale)}: run `make build`"
