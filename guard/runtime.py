@@ -26,6 +26,7 @@ from guard.proxy.connection import ConnectionLimits
 from guard.proxy.responses import Pages
 from guard.proxy.server import ClientConnection
 from guard.proxy.upstream import Pool, protocol_factory
+from guard.reload import ReloadResult
 
 log: Final = logging.getLogger("guard")
 
@@ -46,13 +47,6 @@ class Generation:
         self.trusted = self.loaded.config.trusted_proxies
         self.read_timeout = self.loaded.config.timeouts.read
         self.limits = ConnectionLimits(self.loaded.config.limits)
-
-
-@dataclass
-class ReloadResult:
-    ok: bool
-    summary: dict[str, Any] | None = None
-    problems: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ProxyServer:
