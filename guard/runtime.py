@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,15 +24,9 @@ from guard.proxy.connection import ConnectionLimits
 from guard.proxy.responses import Pages
 from guard.proxy.server import Generation, ProxyServer
 from guard.proxy.upstream import Pool, protocol_factory
+from guard.reload import ReloadResult
 
 log: Final = logging.getLogger("guard")
-
-
-@dataclass
-class ReloadResult:
-    ok: bool
-    summary: dict[str, Any] | None = None
-    problems: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Runtime:

@@ -90,9 +90,9 @@ class Guard:
     def active(self) -> dict[str, int]:
         """Active counts straight from the core: site, each backend and each rule."""
         snap = self.runtime.admission.snapshot()
-        out = {"site": snap["site"]["active"]}
-        out.update({f"backend:{b['name']}": b["active"] for b in snap["backends"]})
-        out.update({f"rule:{r['name']}": r["active"] for r in snap["rules"]})
+        out = {"site": snap.site.active}
+        out.update({f"backend:{b.name}": b.active for b in snap.backends})
+        out.update({f"rule:{r.name}": r.active for r in snap.rules})
         return out
 
     def all_zero(self) -> bool:

@@ -6,10 +6,11 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from tests.conftest import StartWas, free_port, poll, write_config
+from tests.conftest import StartWas, free_port, poll, poll_async, write_config
 
 
 async def test_ceiling_holds_across_workers(start_was: StartWas, tmp_path: Path) -> None:
@@ -56,6 +57,24 @@ async def test_ceiling_holds_across_workers(start_was: StartWas, tmp_path: Path)
             results = await asyncio.gather(*tasks)
             assert set(results) <= {200, 503}
             assert results.count(200) == (await was.stats())["served"] <= 3
+
+            async def merged() -> dict[str, Any]:
+                async with s.get(f"http://127.0.0.1:{admin}/status") as r:
+                    return dict(await r.json())
+
+            async def all_counted() -> bool:
+                return sum((await merged())["rules"][0]["counts"].values()) == len(results)
+
+            # Every worker's counts, summed by the supervisor: one outcome per request.
+            await poll_async(all_counted, 10, "the merged counts never reached 12")
+            status = await merged()
+            counts = status["rules"][0]["counts"]
+            assert counts["admitted"] == results.count(200)
+            assert counts["over_capacity"] == results.count(503)
+            assert status["durations"][0]["count"] == results.count(200)
+            assert status["site"]["active"] == 0
+            assert status["pairs"] == [{"backend": "was-1", "rule": "default", "active": 0}]
+            assert status["reloads"] == {"success": 0, "failure": 0}
     finally:
         await was.release()
         proc.send_signal(signal.SIGTERM)
