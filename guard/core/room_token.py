@@ -193,6 +193,8 @@ class RoomTokens:
             )
         except binascii.Error:
             return MALFORMED
+        if len(raw) != BODY_BYTES + MAC_BYTES:
+            return MALFORMED
         version, got_kind, kid, flags, room, event, ident, iat, seen, last = _LAYOUT.unpack_from(
             raw
         )
