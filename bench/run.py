@@ -357,7 +357,7 @@ def case_shedding(b: Bench) -> str:
         [
             sys.executable,
             "-m",
-            "guard.was",
+            "guard.tools.was",
             "--port",
             str(was_port),
             "--workers",

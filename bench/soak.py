@@ -4,7 +4,7 @@ Run with ``make soak`` (5 minutes) or ``python bench/soak.py --duration 60``. Ev
 on loopback, in a temporary folder (``--keep`` keeps it for a look at the logs).
 
 What it sets up
-  * two simulated WAS (``python -m guard.was``), 10 worker slots and 20 ms service time each;
+  * two simulated WAS (``python -m guard.tools.was``), 10 worker slots and 20 ms service time each;
   * guard (``python -m guard.cli run -c soak.yaml``) with a generated config whose ceilings are
     far below the offered load: each backend ``max_active: 8``, site ``max_active: 14``, a rule
     ``/event/**`` with ``max_active: 6`` and ``rate: 100/s``, a ``per_client`` rule
@@ -120,7 +120,7 @@ async def start_was(run: Run, name: str) -> int:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "guard.was",
+        "guard.tools.was",
         "--port",
         str(port),
         "--workers",

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from guard.runtime import Runtime
 from guard.serve import start_admin
-from guard.was import run_was
+from guard.tools.was import run_was
 
 WAITING = "<html><body>please wait</body></html>"
 

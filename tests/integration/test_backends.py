@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from guard.was import run_was
+from guard.tools.was import run_was
 from tests.conftest import StartGuard, StartWas, backends_yaml, free_port, poll
 
 
