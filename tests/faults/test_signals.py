@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import StartWas, Was, free_port, write_config
-from tests.conftest import poll_async as until
-from tests.rawhttp import read_response
+from tests.support.polling import poll_async as until
+from tests.support.rawhttp import read_response
+from tests.support.servers import StartWas, Was, free_port, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = b"GET /__was/hold HTTP/1.1\r\nHost: shop\r\n\r\n"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import aiohttp
 
 from guard.tools.was import run_was
-from tests.conftest import StartGuard, StartWas, backends_yaml, free_port, poll
+from tests.support.polling import poll
+from tests.support.servers import StartGuard, StartWas, backends_yaml, free_port
 
 
 async def test_active_health_check_marks_down_and_up_without_traffic(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import StartWas, free_port, poll, write_config
+from tests.support.polling import poll
+from tests.support.servers import StartWas, free_port, write_config
 
 
 async def test_ceiling_holds_across_workers(start_was: StartWas, tmp_path: Path) -> None:

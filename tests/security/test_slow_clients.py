@@ -9,10 +9,11 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 
-from tests.conftest import Guard, StartGuard, StartWas, Was, backends_yaml, poll
-from tests.conftest import poll_async as eventually
-from tests.rawhttp import peer_closes, read_response
-from tests.security.support import reply
+from tests.support.polling import poll
+from tests.support.polling import poll_async as eventually
+from tests.support.rawhttp import peer_closes, read_response
+from tests.support.security import reply
+from tests.support.servers import Guard, StartGuard, StartWas, Was, backends_yaml
 
 DEADLINE = 0.3
 SLACK = 2.0
