@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from guard.tools.launch import Launcher
+from tests.support.processes import GuardProcess, SpawnGuard, spawn_guard_in
 from tests.support.servers import Guard, StartGuard, StartWas, Was, start_guard_in, start_was
 
 
@@ -69,3 +71,16 @@ async def start_guard(tmp_path: Path) -> AsyncIterator[StartGuard]:
     yield start
     for guard in started:
         await guard.stop()
+
+
+@pytest.fixture
+async def spawn_guard(tmp_path: Path) -> AsyncIterator[SpawnGuard]:
+    """Start `guard run` subprocesses (tests.support.processes.spawn_guard_in); all are
+    stopped after the test, SIGKILL for one that ignores SIGTERM."""
+    launcher = Launcher(tmp_path)
+
+    async def spawn(body: str) -> GuardProcess:
+        return await spawn_guard_in(launcher, body)
+
+    yield spawn
+    launcher.stop_all()

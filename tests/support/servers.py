@@ -8,7 +8,6 @@ modules import them by name."""
 from __future__ import annotations
 
 import json
-import socket
 import textwrap
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from guard.runtime import Runtime
 from guard.serve import start_admin
+from guard.tools.launch import free_port
 from guard.tools.was import run_was
 from tests.support.polling import poll
 
@@ -141,12 +141,6 @@ async def start_guard_in(folder: Path, body: str) -> Guard:
     await runtime.start()
     admin = await start_admin(runtime)
     return Guard(runtime, admin, path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp_path: Path, body: str, name: str = "guard.yaml") -> Path:
