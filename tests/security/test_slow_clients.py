@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartGuard, StartWas, Was, backends_yaml, poll, write_config
-from tests.conftest import poll_async as eventually
+from tests.support.polling import poll
+from tests.support.polling import poll_async as eventually
 from tests.support.protocol import Harness, build_harness
+from tests.support.servers import StartGuard, StartWas, Was, backends_yaml, write_config
 
 DEADLINE = 0.3
 EARLY = DEADLINE - 0.001  # a sweep this long after the deadline started must not fire it

@@ -22,7 +22,7 @@ from guard.core.clock import FakeClock
 from guard.proxy.client import ClientConnection
 from guard.proxy.server import ProxyServer
 from guard.runtime import Runtime
-from tests.conftest import Guard
+from tests.support.servers import Guard
 
 HIGH_WATER = 64 * 1024  # unread output past which the transport calls pause_writing
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
