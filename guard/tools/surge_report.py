@@ -105,12 +105,13 @@ def to_json(stats: Stats) -> str:
 
 def to_text(stats: Stats) -> str:
     doc = summary(stats)
+    window = round(stats.schedule_end or stats.elapsed, 2)
     shoppers = doc["shoppers"]
     lat, wait, lag = doc["latency_ms"], doc["wait_ms"], doc["lag_ms"]
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(doc["error_kinds"].items())) or "none"
     rows = [
         ("arrivals", f"{doc['arrivals']} (scheduled {doc['expected_arrivals']:g})"),
-        ("achieved rate", f"{doc['achieved_rate']:g}/s"),
+        ("mean arrival rate", f"{doc['achieved_rate']:g}/s over {window:g} s"),
         ("requests", f"{doc['requests']}"),
         ("  admitted", _share(doc["admitted"], doc["requests"])),
         ("  waiting page", _share(doc["waiting_page"], doc["requests"])),
