@@ -147,7 +147,8 @@ class Engine:
         conn.send(shopper, head, now)
         lag = now - shopper.due
         self.stats.lag.append(lag)
-        self.ticker.lag.append(lag)
+        if self.progress is not None:  # the per-second lists are emptied only by the ticker
+            self.ticker.lag.append(lag)
 
     def _open(self, wanted: int) -> None:
         room = self.options.connections - len(self.conns) - self.opening
@@ -228,7 +229,8 @@ class Engine:
         stats = self.stats
         stats.admitted += 1
         stats.latency.append(now - shopper.due)
-        self.ticker.latency.append(now - shopper.due)
+        if self.progress is not None:
+            self.ticker.latency.append(now - shopper.due)
         if shopper.waiting_since is not None:
             shopper.waited = (shopper.waited or 0.0) + shopper.due - shopper.waiting_since
             shopper.waiting_since = None
