@@ -113,7 +113,7 @@ async def test_retry_after_is_honoured_and_counted_as_queued(
             assert before[6] == 503 and retry_after == 1.0
             # sent no earlier than the refusal's arrival plus the advertised delay
             assert after[4] >= before[5] + retry_after
-            assert after[4] - before[5] < retry_after + 0.25  # and not much later
+            assert after[4] - before[5] < retry_after + 0.5  # and not much later
             retries += 1
     assert retries == stats.waiting
     assert min(stats.waits) >= 1.0  # a queued shopper waited at least one Retry-After
