@@ -16,7 +16,7 @@ from guard.tools.surge import Record, surge
 from guard.tools.surge_args import SurgeOptions, TargetError, resolve_target
 from guard.tools.surge_report import Stats, to_text
 from guard.tools.surge_schedule import Shape
-from tests.conftest import StartGuard, StartWas, backends_yaml, read_access_log
+from tests.support.servers import StartGuard, StartWas, backends_yaml, read_access_log
 
 ROOT = Path(__file__).resolve().parents[2]
 
