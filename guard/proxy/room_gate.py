@@ -68,13 +68,15 @@ def presented(room: Room, headers: list[Header], meta: RequestMeta) -> Presented
                 elif key == room.place_cookie:
                     found.place_token = token.decode("latin-1")
         elif lname in (_PASS_HEADER, _PLACE_HEADER):
-            strip = found.header_mode = True
+            strip = True
             if lname == _PASS_HEADER:
                 found.pass_token = value.decode("latin-1").strip()
             else:
                 found.place_token = value.decode("latin-1").strip()
     if strip:
         meta.kept = [h for h in meta.kept if h[0].lower() not in (_PASS_HEADER, _PLACE_HEADER)]
+    # Apps (no HTML accepted) get their tokens in X-Guard-* response headers too.
+    found.header_mode = strip or not meta.accept_html
     return found
 
 
