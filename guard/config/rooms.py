@@ -181,7 +181,8 @@ def read_key_file(path: Path) -> dict[int, bytes]:
 
 
 def _secret(text: str) -> bytes | None:
-    if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text):
+    # Hex when it can only be hex (a 32-byte secret is 64 hex digits, 43-44 in base64).
+    if len(text) >= 64 and re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text):
         return bytes.fromhex(text)
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=False)
@@ -224,6 +225,11 @@ def room_warnings(config: Config) -> list[str]:
             warnings.append(
                 f"room {room.name}: no key_file, so a random key signs its tokens and a "
                 "restart sends everyone in line to the back"
+            )
+        elif room.state_file is None:
+            warnings.append(
+                f"room {room.name}: no state_file, so a restart starts a new line and "
+                "everyone in line queues again"
             )
         if room.name not in used:
             warnings.append(f"room {room.name}: no rule uses it")
