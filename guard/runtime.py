@@ -25,6 +25,7 @@ from guard.proxy.responses import Pages
 from guard.proxy.server import Generation, ProxyServer
 from guard.proxy.upstream import Pool, protocol_factory
 from guard.reload import ReloadResult
+from guard.room_runtime import TICK, RoomRegistry
 
 log: Final = logging.getLogger("guard")
 
@@ -40,7 +41,9 @@ class Runtime:
         self.clocks = clocks if clocks is not None else Clocks()
         self.state = MemoryState()
         self.reload_counts = {"success": 0, "failure": 0}
+        self.rooms = RoomRegistry(self.clocks)  # waiting rooms outlive generations
         self.loaded: LoadedConfig = load_config(config_path)
+        self.rooms.warn(self.loaded.config)
         self.gen: Generation = self._build(self.loaded, None, None)
         self.server: ProxyServer | None = None
         self._listener: asyncio.Server | None = None
@@ -60,6 +63,7 @@ class Runtime:
         else:
             access_log = AccessLog.from_config(cfg.access_log, clock=self.clocks.wall)
         pools = self._pools(loaded, old)
+        rooms = self.rooms.build(cfg, admission, pages)
         if old is not None and access_log is not old.access_log:
             old.access_log.close()
         return Generation(
@@ -70,6 +74,7 @@ class Runtime:
             limits=ConnectionLimits(cfg.limits, int(cfg.client_max_size)),
             trusted=cfg.trusted_proxies,
             read_timeout=cfg.timeouts.read,
+            rooms=rooms,
         )
 
     def _pools(self, loaded: LoadedConfig, old: Generation | None) -> dict[str, Pool]:
@@ -142,6 +147,7 @@ class Runtime:
             backlog=2048,
         )
         self._tasks.append(loop.create_task(self._housekeeping()))
+        self._tasks.append(loop.create_task(self._room_ticker()))
         for backend in cfg.backends:
             if backend.health is not None:
                 self._tasks.append(loop.create_task(self._health_loop(backend.name)))
@@ -165,6 +171,16 @@ class Runtime:
             await asyncio.sleep(max(0.02, min(0.2, shortest / 10)))
             self.server.sweep(self.clocks.monotonic())
             self.gen.access_log.flush()
+
+    async def _room_ticker(self) -> None:
+        """Each room's line moves on a 0.2 s tick; state files are written each second."""
+        while True:
+            await asyncio.sleep(TICK)
+            self.rooms.tick(self.gen.rooms, self.gen.admission)
+
+    def room_views(self) -> list[dict[str, Any]]:
+        """Every room's counters (for /status and metrics)."""
+        return self.rooms.views()
 
     async def _health_loop(self, name: str) -> None:
         await probe_forever(
@@ -210,4 +226,5 @@ class Runtime:
             task.cancel()
         for pool in self.gen.pools.values():
             pool.close()
+        self.rooms.save_all()
         self.gen.access_log.close()

@@ -23,6 +23,7 @@ from pydantic import (
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 
 from guard.config.errors import (
@@ -35,6 +36,7 @@ from guard.config.errors import (
     translate,
 )
 from guard.config.reader import read_yaml
+from guard.config.rooms import Room, check_rooms
 from guard.config.sections import (
     MODEL,
     AccessLog,
@@ -71,6 +73,7 @@ class Config(BaseModel):
     access_log: AccessLog = AccessLog()
     backends: tuple[Backend, ...] = Field(min_length=1)
     rules: tuple[Rule, ...] = ()
+    rooms: tuple[Room, ...] = ()
 
     @property
     def retry_after_s(self) -> int:
@@ -112,6 +115,13 @@ class Config(BaseModel):
         if found:
             raise conflicts(found)
         return value
+
+    @model_validator(mode="after")
+    def _rooms(self) -> Config:
+        found = check_rooms(self)
+        if found:
+            raise conflicts(found)
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,6 +162,7 @@ class Rule(BaseModel):
     action: Literal["wait", "reject"] = "wait"
     bypass: Flag = False
     block: Flag = False
+    room: Name | None = None  # a waiting room of the top-level `rooms:` list
 
     @property
     def effective_burst(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the types are only for mypy; models need nothing from here
-    from guard.config.models import LoadedConfig
+    from guard.config.models import Config, LoadedConfig
     from guard.config.sections import Rule
 
 
@@ -32,10 +32,31 @@ def summarize(loaded: LoadedConfig) -> str:
             [_rule_row(i, r) for i, r in enumerate(cfg.rules, 1)]
             + [["-", "default", "(anything else)", "*", "-", "-", "-", "wait"]],
         ),
+        *_rooms(cfg),
         "",
         f"configuration OK: {loaded.path}",
     ]
     return "\n".join(lines)
+
+
+def _rooms(cfg: Config) -> list[str]:
+    """The rooms and, as warnings, what is legal but probably unwanted (no key file)."""
+    from guard.config.rooms import room_warnings
+
+    if not cfg.rooms:
+        return []
+    users = {room.name: [r.name for r in cfg.rules if r.room == room.name] for room in cfg.rooms}
+    rows = [
+        [r.name, str(r.admit_rate), ",".join(users[r.name]) or "-", "yes" if r.dry_run else "-"]
+        for r in cfg.rooms
+    ]
+    table = _table(["name", "admit_rate", "rules", "dry_run"], rows)
+    return [
+        "",
+        f"rooms ({len(cfg.rooms)}):",
+        *table,
+        *(f"warning: {w}" for w in room_warnings(cfg)),
+    ]
 
 
 def _rule_row(index: int, rule: Rule) -> list[str]:

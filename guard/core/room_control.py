@@ -93,6 +93,19 @@ class RoomController:
         self._last_tick = now
         return epoch
 
+    def retune(self, params: RoomParams, schedule: Schedule, now: float) -> None:
+        """A reload changed the room's settings: the line (store, watermark, speed) stays;
+        the claim window is rebuilt only if its size or lag changed (its bits are then
+        lost: claims already made are counted again as first claims, harmlessly)."""
+        old = self.params
+        self.params = params
+        self.schedule = schedule
+        if (params.claim_window(), params.claim_lag()) != (old.claim_window(), old.claim_lag()):
+            high = math.floor(self.store.watermark())
+            self.claims = ClaimWindow(params.claim_window(), params.claim_lag(), high)
+        if (params.admit_rate, params.admit_burst) != (old.admit_rate, old.admit_burst):
+            self._direct = TokenBucket(params.admit_rate, params.admit_burst, now)
+
     def waiting(self) -> int:
         """Places issued and not yet passed by the watermark (abandoned ones included)."""
         return self.store.issued() - math.floor(self.store.watermark())

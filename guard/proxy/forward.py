@@ -20,6 +20,7 @@ from guard.core.admission import Refusal, Ticket
 from guard.core.paths import BadPath, canonicalize
 from guard.proxy.headers import client_address, new_request_id, request_head, response_head
 from guard.proxy.responses import STATIC_PREFIX
+from guard.proxy.room_gate import QUEUE_PATH, Passage, enter, poll
 from guard.proxy.upstream import ResponseHead, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Exchange:
         "gen",
         "head_out",
         "outcome",
+        "passage",
         "path",
         "req",
         "request_bytes",
@@ -82,6 +84,7 @@ class Exchange:
         self.status = 0
         self.path = ""
         self.ticket: Ticket | None = None
+        self.passage: Passage | None = None  # a room's part: pass lease, cookies to set
         self.up: UpstreamConnection | None = None
         self.head_out: bytes | None = None  # response head not yet written (coalescing)
         self.request_bytes = b""
@@ -105,9 +108,17 @@ class Exchange:
         if target.path.startswith(STATIC_PREFIX):
             self.outcome = "static"
             return self.answer(gen.pages.asset(target.path, _closes(req), head), 200)
+        if target.path == QUEUE_PATH:
+            return poll(self, target.forward)
         rule = adm.match(req.method.decode("latin-1"), target.path)
         self.rule = rule.name
-        decision = adm.admit(rule, req.meta.client)
+        room = gen.rooms.by_rule.get(rule.name) if gen.rooms is not None else None
+        if room is None:
+            decision = adm.admit(rule, req.meta.client)
+        else:
+            decision = enter(room, self, rule)
+            if self.done:  # the room answered: queue page, short retry
+                return None
         if isinstance(decision, Refusal):
             return self.refuse(decision)
         self.outcome = "admitted"
@@ -206,7 +217,8 @@ class Exchange:
         conn.streaming = self.up
         if conn.output_paused:
             self.up.pause_reading()  # the client is still behind on earlier answers
-        self.head_out = response_head(head.status, head.block, framing, close)
+        block = head.block if self.passage is None else self.passage.response_block(head.block)
+        self.head_out = response_head(head.status, block, framing, close)
 
     def upstream_body(self, chunk: bytes) -> None:
         out = self.head_out
@@ -289,6 +301,8 @@ class Exchange:
         gen, conn = self.gen, self.conn
         now = gen.clock()
         ticket = self.ticket
+        if self.passage is not None:
+            self.passage.release()  # the per-pass lease ends with the ticket, exactly once
         if ticket is not None:
             ticket.release()
             gen.admission.observe(ticket.rule, now - self.started)

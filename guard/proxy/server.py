@@ -22,6 +22,7 @@ from guard.proxy import forward
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.connection import ConnectionLimits
 from guard.proxy.responses import Pages
+from guard.proxy.room_state import RoomTable
 from guard.proxy.upstream import Pool
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Generation:
         "pages",
         "pools",
         "read_timeout",
+        "rooms",
         "trusted",
     )
 
@@ -53,6 +55,7 @@ class Generation:
         limits: ConnectionLimits,
         trusted: Sequence[IPv4Network | IPv6Network],
         read_timeout: float,
+        rooms: RoomTable | None = None,
     ) -> None:
         self.admission = admission
         self.pages = pages
@@ -61,6 +64,7 @@ class Generation:
         self.limits = limits
         self.trusted: tuple[IPv4Network | IPv6Network, ...] = tuple(trusted)
         self.read_timeout = float(read_timeout)
+        self.rooms = rooms  # None: no rule has a waiting room
         # The one monotonic clock of the data path: the admission core's.
         self.clock: Clock = admission.clock
 

@@ -253,3 +253,16 @@ def test_params_validation() -> None:
         RoomParams(admit_rate=1.0, low=0.95, high=0.8)
     with pytest.raises(ValueError):
         RoomParams(admit_rate=1.0, refresh_min=10.0, refresh_max=5.0)
+
+
+def test_retune_keeps_the_line_and_applies_the_new_rate() -> None:
+    room = Room(RoomParams(admit_rate=10.0))
+    places = room.places(500)
+    room.run(10.0)
+    watermark, issued = room.store.watermark(), room.store.issued()
+    room.room.retune(RoomParams(admit_rate=40.0), Schedule(end_at=room.wall + 3600), room.clock())
+    assert (room.store.watermark(), room.store.issued()) == (watermark, issued)
+    assert room.room.view(places[-1], room.wall).position == 500 - int(watermark)
+    room.run(5.0)
+    assert room.store.watermark() == pytest.approx(watermark + 200.0, rel=0.02)
+    assert room.room.schedule.end_at == room.wall - 5.0 + 3600

@@ -1,0 +1,279 @@
+"""The waiting room on the request path: passes, places, the queue page and the poll.
+
+For a request whose rule has a room (``enter``): a valid pass goes to admission as usual,
+under a per-pass cap on requests in flight (its lease is released in ``Exchange.finish``,
+with the ticket). Without a pass, an admitted place turns into a pass and goes on; an idle
+room lets the shopper straight through with a pass; anyone else gets a place and the
+queue page (or JSON). ``poll`` answers ``GET /__guard/queue?room=NAME``. A rejected token
+is counted by reason and its holder gets a fresh place at the back: never a 500.
+
+Rooms (``Room``, room_state.py) outlive generations; a generation holds a ``RoomTable``.
+Nothing here reads a config model: the runtime hands over plain objects.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from guard.core.admission import Refusal, Ticket
+from guard.core.room_control import ADMITTED
+from guard.core.room_params import PlaceView
+from guard.core.room_schedule import ENDED, NOT_STARTED
+from guard.core.room_token import Pass, Place
+from guard.proxy.headers import Header, RequestMeta
+from guard.proxy.room_pages import (
+    NONE,
+    page_values,
+    poll_error,
+    queue_answer,
+    short_retry,
+    view_doc,
+)
+from guard.proxy.room_state import Passage, Room, RoomTable
+
+if TYPE_CHECKING:
+    from guard.core.rules import CompiledRule
+    from guard.proxy.forward import Exchange
+
+__all__ = ["QUEUE_PATH", "Passage", "Room", "RoomTable", "enter", "poll"]
+
+QUEUE_PATH: Final = "/__guard/queue"
+_PLACE_HEADER: Final = b"x-guard-place"
+_PASS_HEADER: Final = b"x-guard-pass"
+_PAGE_METHODS: Final = (b"GET", b"HEAD")
+
+
+class Presented:
+    """The room tokens a request carries, by cookie or (apps) by header."""
+
+    __slots__ = ("header_mode", "pass_token", "place_token")
+
+    def __init__(self) -> None:
+        self.pass_token = ""
+        self.place_token = ""
+        self.header_mode = False
+
+
+def presented(room: Room, headers: list[Header], meta: RequestMeta) -> Presented:
+    """The tokens for ``room``; the X-Guard-* headers never reach the backend."""
+    found = Presented()
+    strip = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"cookie":
+            for part in value.split(b";"):
+                key, _, token = part.strip().partition(b"=")
+                if key == room.pass_cookie:
+                    found.pass_token = token.decode("latin-1")
+                elif key == room.place_cookie:
+                    found.place_token = token.decode("latin-1")
+        elif lname in (_PASS_HEADER, _PLACE_HEADER):
+            strip = True
+            if lname == _PASS_HEADER:
+                found.pass_token = value.decode("latin-1").strip()
+            else:
+                found.place_token = value.decode("latin-1").strip()
+    if strip:
+        meta.kept = [h for h in meta.kept if h[0].lower() not in (_PASS_HEADER, _PLACE_HEADER)]
+    # Apps (no HTML accepted) get their tokens in X-Guard-* response headers too.
+    found.header_mode = strip or not meta.accept_html
+    return found
+
+
+def enter(room: Room, ex: Exchange, rule: CompiledRule) -> Ticket | Refusal | None:
+    """A Ticket (forward it; ``ex.passage`` is set), a Refusal (answer it as usual), or
+    None once the gate has answered by itself (queue page, short retry)."""
+    req = ex.req
+    adm = ex.gen.admission
+    now, wall = ex.gen.clock(), room.wall()
+    found = presented(room, req.headers, req.meta)
+    if room.dry_run or req.method == b"OPTIONS":
+        return _plain(room, ex, rule, now, wall)
+    if found.pass_token:
+        got = room.tokens.read_pass(found.pass_token, wall, room.pass_idle)
+        if isinstance(got, Pass):
+            return _with_pass(room, ex, rule, got, False, found)
+        room.reject("pass", got)
+    place: Place | None = None
+    if found.place_token:
+        read = room.tokens.read_place(found.place_token, wall, room.place_hold)
+        if isinstance(read, Place):
+            place = read
+        else:
+            room.reject("place", read)
+    control = room.controller
+    if place is not None:
+        converted = control.convert(place, wall)
+        if converted is None:
+            _queue(room, ex, place, control.renewed_place(place, wall), found)
+            return None
+        room.count("replayed" if converted[1] else "converted")
+        return _with_pass(room, ex, rule, converted[0], True, found)
+    if control.can_enter_directly(now, wall):
+        decision = adm.admit(rule, req.meta.client)
+        if isinstance(decision, Ticket):
+            minted = control.enter_directly(now, wall)
+            if minted is not None:
+                room.count("direct")
+                lease = room.passes.acquire(minted.pass_id)  # a new id: always granted
+                ex.passage = Passage(
+                    room, lease, room.pass_headers(minted, wall, found.header_mode)
+                )
+                return decision
+            decision.release()  # someone queued meanwhile: behind them
+        elif decision is None or decision.outcome != "over_capacity":
+            return decision
+    new = control.take_place(wall)
+    if new is None:  # the room takes no places now
+        state = control.state(wall)
+        if state in (NOT_STARTED, ENDED):
+            return _plain(room, ex, rule, now, wall)
+        _queue(room, ex, None, None, found)
+        return None
+    room.count("issued")
+    _queue(room, ex, new, new, found)
+    return None
+
+
+def _plain(
+    room: Room, ex: Exchange, rule: CompiledRule, now: float, wall: float
+) -> Ticket | Refusal | None:
+    """The rule without its line: a dry run (counting what the room would have queued),
+    OPTIONS, or a room outside its scheduled event."""
+    decision = ex.gen.admission.admit(rule, ex.req.meta.client)
+    if room.dry_run and room.controller.state(wall) not in (NOT_STARTED, ENDED):
+        refused = isinstance(decision, Refusal) and decision.outcome == "over_capacity"
+        if refused or not room.controller.can_enter_directly(now, wall):
+            room.count("would_queue")
+    if isinstance(decision, Ticket):
+        ex.passage = Passage(room, None, [])  # still strips the sold-out header
+    return decision
+
+
+def _with_pass(
+    room: Room, ex: Exchange, rule: CompiledRule, p: Pass, fresh: bool, found: Presented
+) -> Ticket | Refusal | None:
+    """A pass holder: the per-pass cap, then every ceiling as usual."""
+    req, gen = ex.req, ex.gen
+    wall = room.wall()
+    renewed = room.renewed_pass(p, wall) if not fresh else p
+    extra = room.pass_headers(renewed, wall, found.header_mode) if renewed is not None else []
+    if fresh:
+        extra.append(room.clear_place())
+    html_ok = req.meta.accept_html and req.method in _PAGE_METHODS
+    lease = room.passes.acquire(p.pass_id)
+    if lease is None:
+        room.count("pass_busy")
+        ex.outcome = "pass_busy"
+        data = short_retry(
+            gen.pages.waiting, False, "pass_busy", rule.name, extra, _closes(ex), _head(ex)
+        )
+        ex.answer(data, 429)
+        return None
+    decision = gen.admission.admit(rule, req.meta.client)
+    if isinstance(decision, Ticket):
+        ex.passage = Passage(room, lease, extra)
+        return decision
+    lease.release()
+    if decision is None or decision.outcome != "over_capacity":
+        return decision
+    room.controller.note_pass_refused(gen.clock())
+    room.count("pass_refused")
+    ex.outcome = decision.outcome
+    gen.admission.record(rule, "over_capacity")
+    data = short_retry(
+        gen.pages.waiting, html_ok, decision.outcome, rule.name, extra, _closes(ex), _head(ex)
+    )
+    ex.answer(data, 503)
+    return None
+
+
+def _queue(
+    room: Room, ex: Exchange, place: Place | None, to_sign: Place | None, found: Presented
+) -> None:
+    """The queue page or JSON for ``place`` (None: the room is closed to new places)."""
+    req = ex.req
+    wall = room.wall()
+    view = room.view(place, wall)
+    extra = room.place_headers(to_sign, wall, found.header_mode) if to_sign is not None else []
+    doc = view_doc(room.name, room.controller.state(wall), view)
+    html_ok = req.meta.accept_html and req.method in _PAGE_METHODS and not found.header_mode
+    body = None
+    if html_ok:
+        rid = (req.meta.request_id or b"").decode("latin-1")
+        body = room.page.render(page_values(room.name, view, rid))
+    ex.outcome = "queued" if view.status != ADMITTED else "admitted_wait"
+    status = 200 if html_ok else room.api_status
+    ex.answer(queue_answer(status, doc, body, extra, _closes(ex), _head(ex)), status)
+
+
+def poll(ex: Exchange, target: str) -> None:
+    """``GET /__guard/queue?room=NAME``: where a place stands. Renews a queued place's
+    ``seen``; an admitted place turns into its pass here (never renewed after that)."""
+    ex.outcome = "queue_poll"
+    rooms = ex.gen.rooms
+    room = rooms.by_name.get(_query_room(target)) if rooms is not None else None
+    if room is None:
+        return ex.answer(poll_error(404, "unknown_room", _closes(ex)), 404)
+    if ex.req.method not in _PAGE_METHODS:
+        return ex.answer(poll_error(405, "method_not_allowed", _closes(ex)), 405)
+    wall = room.wall()
+    found = presented(room, ex.req.headers, ex.req.meta)
+    extra: list[Header] = []
+    view = PlaceView(NONE, refresh_seconds=room.controller.params.refresh_max)
+    place: Place | None = None
+    if found.pass_token:
+        got = room.tokens.read_pass(found.pass_token, wall, room.pass_idle)
+        if isinstance(got, Pass):
+            view = PlaceView(ADMITTED, 0, 0.0, True, wall, 0.0)
+            found.place_token = ""
+        else:
+            room.reject("pass", got)
+    if found.place_token:
+        read = room.tokens.read_place(found.place_token, wall, room.place_hold)
+        if isinstance(read, Place):
+            place = read
+        else:
+            room.reject("place", read)
+            place = room.controller.take_place(wall)  # a fresh place, at the back
+            if place is not None:
+                room.count("issued")
+                extra = room.place_headers(place, wall, found.header_mode)
+        if place is not None:
+            view, extra = _poll_place(room, place, wall, found, extra)
+    doc = view_doc(room.name, room.controller.state(wall), view)
+    ex.answer(queue_answer(200, doc, None, extra, _closes(ex), _head(ex)), 200)
+
+
+def _poll_place(
+    room: Room, place: Place, wall: float, found: Presented, extra: list[Header]
+) -> tuple[PlaceView, list[Header]]:
+    converted = room.controller.convert(place, wall)
+    if converted is not None:
+        room.count("replayed" if converted[1] else "converted")
+        headers = room.pass_headers(converted[0], wall, found.header_mode)
+        headers.append(room.clear_place())
+        return PlaceView(ADMITTED, 0, 0.0, True, wall, 0.0), headers
+    if not extra:
+        renewed = room.controller.renewed_place(place, wall)
+        if renewed is not None:
+            extra = room.place_headers(renewed, wall, found.header_mode)
+    return room.view(place, wall), extra
+
+
+def _query_room(target: str) -> str:
+    _, _, query = target.partition("?")
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == "room":
+            return value
+    return ""
+
+
+def _closes(ex: Exchange) -> bool:
+    req = ex.req
+    return not req.keep_alive or not req.discardable
+
+
+def _head(ex: Exchange) -> bool:
+    return ex.req.method == b"HEAD"
