@@ -70,6 +70,7 @@ class Runtime:
             limits=ConnectionLimits(cfg.limits, int(cfg.client_max_size)),
             trusted=cfg.trusted_proxies,
             read_timeout=cfg.timeouts.read,
+            abandon_timeout=cfg.timeouts.abandon,
         )
 
     def _pools(self, loaded: LoadedConfig, old: Generation | None) -> dict[str, Pool]:

@@ -33,6 +33,7 @@ class Generation:
     """Everything derived from one config file that the request path reads."""
 
     __slots__ = (
+        "abandon_timeout",
         "access_log",
         "admission",
         "clock",
@@ -53,6 +54,7 @@ class Generation:
         limits: ConnectionLimits,
         trusted: Sequence[IPv4Network | IPv6Network],
         read_timeout: float,
+        abandon_timeout: float = 120.0,
     ) -> None:
         self.admission = admission
         self.pages = pages
@@ -61,6 +63,7 @@ class Generation:
         self.limits = limits
         self.trusted: tuple[IPv4Network | IPv6Network, ...] = tuple(trusted)
         self.read_timeout = float(read_timeout)
+        self.abandon_timeout = float(abandon_timeout)
         # The one monotonic clock of the data path: the admission core's.
         self.clock: Clock = admission.clock
 

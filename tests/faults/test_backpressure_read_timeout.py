@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import Guard, StartGuard, poll
-from tests.faults.conftest import StartBackend
-from tests.faults.helpers import Backend, metric, one_backend, read_head
+from tests.support.faults import Backend, StartBackend, metric, one_backend, read_head
+from tests.support.polling import poll
+from tests.support.servers import Guard, StartGuard
 
 SIZE = 16 * 1024 * 1024  # far more than the socket buffers between backend, guard, client
 STALL = 10  # the backend stalls this many bytes before the end
@@ -47,13 +47,11 @@ async def rest_of(reader: asyncio.StreamReader) -> bytes:
         return b""
 
 
-def check_backend_deadlines(guard: Guard, now: float) -> None:
-    """What the sweeper does for backend connections, at a chosen time."""
+def sweep_at(guard: Guard, later: float) -> None:
+    """Run the deadline sweeper as if `later` seconds had passed."""
     server = guard.runtime.server
     assert server is not None
-    for ex in list(server.exchanges):
-        if ex.up is not None:
-            ex.up.check_deadline(now)
+    server.sweep(server.clock() + later)
 
 
 async def test_paused_download_is_not_cut_by_the_backend_read_timeout(
@@ -63,20 +61,19 @@ async def test_paused_download_is_not_cut_by_the_backend_read_timeout(
     guard = await start_guard(
         one_backend(b) + "timeouts: {read: 1s, shutdown: 1s}\nlimits: {send_timeout: 60s}\n"
     )
-    loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection("127.0.0.1", guard.port, limit=65536)
     try:
         writer.write(b"GET /big HTTP/1.1\r\nHost: shop\r\n\r\n")
         # The client stops reading: guard's buffers fill and it pauses the backend.
         await poll(lambda: upstream_paused(guard), 10.0, lambda: "backend never paused")
-        check_backend_deadlines(guard, loop.time() + 10.0)  # 10 x timeouts.read later
+        sweep_at(guard, 10.0)  # 10 x timeouts.read later
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
         assert head.startswith(b"HTTP/1.1 200")
         body = await asyncio.wait_for(reader.readexactly(SIZE - STALL), 20.0)
         assert len(body) == SIZE - STALL, "the paused download was cut"
         # The client caught up and the backend stalls: now the read deadline runs again.
         await poll(lambda: not upstream_paused(guard), 5.0, lambda: "backend still paused")
-        check_backend_deadlines(guard, loop.time() + 10.0)
+        sweep_at(guard, 10.0)
         assert await rest_of(reader) == b"", "a stalled backend is cut"
     finally:
         writer.close()

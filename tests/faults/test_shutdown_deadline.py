@@ -11,10 +11,9 @@ import asyncio
 
 import pytest
 
-from tests.conftest import StartGuard, read_access_log
-from tests.faults.conftest import StartBackend
-from tests.faults.helpers import Backend, one_backend, read_head
-from tests.rawhttp import read_response
+from tests.support.faults import Backend, StartBackend, one_backend, read_head
+from tests.support.rawhttp import read_response
+from tests.support.servers import StartGuard, read_access_log
 
 PARTIAL = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
 

@@ -16,17 +16,18 @@ from pathlib import Path
 import pytest
 
 from guard.config import ConfigError, load_config
-from tests.conftest import Guard, StartGuard, poll, write_config
-from tests.faults.conftest import StartBackend
-from tests.faults.helpers import (
+from tests.support.faults import (
     Backend,
+    StartBackend,
     metric,
     one_backend,
     read_head,
     rst_close,
     wait_clients_gone,
 )
-from tests.rawhttp import exchange
+from tests.support.polling import poll
+from tests.support.rawhttp import exchange
+from tests.support.servers import Guard, StartGuard, write_config
 
 LATE_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate"
 
@@ -105,8 +106,11 @@ async def test_504_keeps_slot_and_connection_until_the_late_answer(
 async def test_abandon_limit_ends_the_wait_for_a_backend_that_never_answers(
     start_guard: StartGuard, backend: StartBackend
 ) -> None:
-    servlet = SlowServlet()  # `go` is never set: the backend never answers
-    b = await backend(servlet)
+    async def never_answers(b: Backend, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_head(b, r)
+        await b.hang_until_closed(r)
+
+    b = await backend(never_answers)
     guard = await start_guard(
         one_backend(b) + "timeouts: {read: 200ms, abandon: 600ms, shutdown: 1s}\n"
     )

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import Guard, StartGuard, poll
-from tests.faults.helpers import Backend, one_backend, read_head, start_backend
-from tests.rawhttp import read_response
+from tests.support.faults import Backend, one_backend, read_head, start_backend
+from tests.support.polling import poll
+from tests.support.rawhttp import read_response
+from tests.support.servers import Guard, StartGuard
 
 
 def answer(body: bytes) -> bytes:

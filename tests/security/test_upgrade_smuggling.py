@@ -15,8 +15,8 @@ import json
 
 import pytest
 
-from tests.conftest import StartGuard
-from tests.rawhttp import RecordingBackend, read_response
+from tests.support.rawhttp import RecordingBackend, read_response
+from tests.support.servers import StartGuard
 
 
 class TomcatLike:
