@@ -66,9 +66,16 @@ class GuardCollector(Collector):
 
         if snap.site.max_active is not None:
             ceiling.add_metric(["site", "site"], snap.site.max_active)
+        orphaned = GaugeMetricFamily(
+            "guard_backend_orphaned",
+            "Requests a backend still runs after their client's side ended (an aborted "
+            "request, a 504): their slots stay taken until the backend answers.",
+            labels=["backend"],
+        )
         for b in snap.backends:
             ceiling.add_metric(["backend", b.name], b.max_active)
             up.add_metric([b.name], 1.0 if b.up else 0.0)
+            orphaned.add_metric([b.name], b.orphaned)
         for r in snap.rules:
             if r.max_active is not None:
                 ceiling.add_metric(["rule", r.name], r.max_active)
@@ -87,7 +94,7 @@ class GuardCollector(Collector):
         for result in RELOAD_RESULTS:
             reloads.add_metric([result], counts_now.get(result, 0))
 
-        return (active, ceiling, requests, errors, duration, up, reloads)
+        return (active, ceiling, requests, errors, duration, up, reloads, orphaned)
 
 
 def _families() -> tuple[

@@ -75,6 +75,7 @@ class Runtime:
             trusted=cfg.trusted_proxies,
             read_timeout=cfg.timeouts.read,
             rooms=rooms,
+            abandon_timeout=cfg.timeouts.abandon,
         )
 
     def _pools(self, loaded: LoadedConfig, old: Generation | None) -> dict[str, Pool]:

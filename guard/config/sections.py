@@ -79,7 +79,17 @@ class Timeouts(BaseModel):
 
     connect: Duration = 2.0
     read: Duration = 30.0  # idle time between bytes from the backend, not a total
+    # After a 504 the slot stays taken until the backend answers or this passes, counted
+    # like read (the backend most likely still works on the request).
+    abandon: Duration = 120.0
     shutdown: DurationOrZero = 30.0
+
+    @model_validator(mode="after")
+    def _abandon_after_read(self) -> Timeouts:
+        if self.abandon < self.read:
+            message = f"expected a duration >= timeouts.read ({self.read:g}s)"
+            raise conflicts([(("abandon",), message)])
+        return self
 
 
 class Limits(BaseModel):

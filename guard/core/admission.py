@@ -243,7 +243,15 @@ class Admission:
         return Snapshot(
             SiteView(self.site.value, self.site_max_active),
             tuple(
-                BackendView(b.name, b.url, b.counter.value, b.max_active, b.health.up, b.draining)
+                BackendView(
+                    b.name,
+                    b.url,
+                    b.counter.value,
+                    b.max_active,
+                    b.health.up,
+                    b.draining,
+                    self.state.counter(("orphaned", b.name)).value,
+                )
                 for b in self.backends
             ),
             tuple(

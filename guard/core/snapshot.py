@@ -54,6 +54,7 @@ class BackendView:
     max_active: int
     up: bool  # False while in the cool-down after a connect failure
     draining: bool
+    orphaned: int = 0  # of `active`: still at the backend, their client's side over
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class BackendView:
             "max_active": self.max_active,
             "up": self.up,
             "draining": self.draining,
+            "orphaned": self.orphaned,
         }
 
     @staticmethod
@@ -74,6 +76,7 @@ class BackendView:
             int(doc["max_active"]),
             bool(doc["up"]),
             bool(doc["draining"]),
+            int(doc.get("orphaned", 0)),
         )
 
 
@@ -256,6 +259,7 @@ def _merge_backends(group: list[BackendView]) -> BackendView:
         sum(b.max_active for b in group),
         any(b.up for b in group),
         any(b.draining for b in group),
+        sum(b.orphaned for b in group),
     )
 
 

@@ -6,9 +6,15 @@ Rules this module keeps:
 - An admitted request becomes an `Exchange`. Its ticket is released in `Exchange.finish()`,
   the single exit every path goes through — response complete, backend failure, read
   timeout, client gone, shutdown — and `finish()` is idempotent.
-- The slot is held until the backend's work is over: its response complete, its connection
-  aborted, or the read timeout fired. A client that leaves while the backend still works
-  on its request does not free the slot early.
+- The slot is held until the backend's work is over. A client that leaves or breaks its
+  request before the response head, or a 504 after timeouts.read, ends the client's side
+  only: the exchange is "orphaned" (counted per backend) and keeps its slot and its backend
+  connection until the backend answers (the answer is read and dropped, the connection
+  closed) or the deadline passes: timeouts.read after an aborted request, timeouts.abandon
+  after a 504. An orphaned connection is never reused.
+- A request is forwarded only with its declared framing accounted for: a body that ended
+  short of its Content-Length is refused, and a backend connection returns to the pool only
+  if every declared body byte was written to it (upstream.py counts them).
 - A task exists only while a new backend connection is being opened.
 """
 
@@ -18,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 from guard.core.admission import Refusal, Ticket
 from guard.core.paths import BadPath, canonicalize
+from guard.core.state import Counter
 from guard.proxy.headers import client_address, new_request_id, request_head, response_head
 from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.room_gate import QUEUE_PATH, Passage, enter, poll
@@ -60,9 +67,11 @@ class Exchange:
         "done",
         "gen",
         "head_out",
+        "orphans",
         "outcome",
         "passage",
         "path",
+        "released",
         "req",
         "request_bytes",
         "retry_left",
@@ -89,16 +98,19 @@ class Exchange:
         self.head_out: bytes | None = None  # response head not yet written (coalescing)
         self.request_bytes = b""
         self.retry_left = 1 if req.method in IDEMPOTENT else 0
-        self.done = False
+        self.done = False  # the client's side: answered (or gone) and logged
+        self.released = False  # the backend's side: the slot given back
+        self.orphans: Counter | None = None  # set while orphaned (see the module doc)
 
     # -- admission ----------------------------------------------------------------------
     def route(self) -> None:
         gen, req = self.gen, self.req
         adm = gen.admission
         head = req.method == b"HEAD"
-        if req.error:
+        if req.error or _short_body(req):
+            status = req.error or 400
             adm.record(adm.default_rule, "bad_request")
-            return self.answer(gen.pages.error(req.error, True, head), req.error)
+            return self.answer(gen.pages.error(status, True, head), status)
         try:
             target = canonicalize(req.target.decode("latin-1"))
         except BadPath:
@@ -192,7 +204,8 @@ class Exchange:
             conn.write(_CONTINUE)
             req.expect_continue = False
         self.up = up
-        up.start(self.request_bytes, req.method == b"HEAD", self.gen.read_timeout, self)
+        length = -1 if req.chunked else req.content_length or 0
+        up.start(self.request_bytes, req.method == b"HEAD", self.gen.read_timeout, self, length)
         req.attach(up)
 
     # -- Listener: called from the backend connection's parser --------------------------
@@ -200,9 +213,11 @@ class Exchange:
         req, conn = self.req, self.conn
         ticket = self.ticket
         assert ticket is not None and self.up is not None
-        self.status = head.status
         if not ticket.backend.health.up:
             ticket.backend.health.mark_success()
+        if self.orphans is not None:
+            return  # the late answer of an orphaned request: read, never forwarded
+        self.status = head.status
         if conn.gone:
             self.up.abort()  # the backend answered; nobody is left to read it
             return
@@ -221,6 +236,8 @@ class Exchange:
         self.head_out = response_head(head.status, block, framing, close)
 
     def upstream_body(self, chunk: bytes) -> None:
+        if self.orphans is not None:
+            return
         out = self.head_out
         if out is not None:
             self.head_out = None
@@ -231,6 +248,8 @@ class Exchange:
         self.conn.upstream_body(chunk)
 
     def upstream_complete(self) -> None:
+        if self.orphans is not None:
+            return self.release()  # the backend's work is over; upstream closes it
         if self.head_out is not None:
             self.conn.write(self.head_out)
             self.head_out = None
@@ -242,6 +261,10 @@ class Exchange:
         req, adm, ticket = self.req, self.gen.admission, self.ticket
         assert ticket is not None
         backend = ticket.backend.name
+        if self.orphans is not None:
+            if err.kind != "timeout":  # a timeout was counted when the client got its answer
+                adm.upstream_error(backend, err.kind)
+            return self.release()
         self.req.detach()
         self.up = None
         if self.head_out is None and self.conn.streaming is not None:
@@ -264,6 +287,32 @@ class Exchange:
             return self.send()
         self.fail(504 if err.kind == "timeout" else 502)
 
+    def upstream_late(self) -> None:
+        """timeouts.read passed before the response head: the client gets its 504 now, the
+        backend (most likely still working on the request) keeps its slot until it answers
+        or timeouts.abandon, counted like timeouts.read, passes."""
+        ticket = self.ticket
+        assert ticket is not None
+        self.gen.admission.upstream_error(ticket.backend.name, "timeout")
+        gen = self.gen
+        self.orphan(gen.clock() + gen.abandon_timeout - gen.read_timeout)
+        self.fail(499 if self.conn.gone else self.req.error or 504)
+
+    def client_left(self) -> None:
+        """The client went away or broke its request (its body unfinished) before the
+        response head: answer it if it is still there; the backend keeps its slot until it
+        answers or timeouts.read passes."""
+        self.orphan(self.gen.clock() + self.gen.read_timeout)
+        self.fail(self.req.error or 499)
+
+    def orphan(self, deadline: float) -> None:
+        ticket, up = self.ticket, self.up
+        assert ticket is not None and up is not None
+        self.req.detach()  # no more request body towards the backend
+        up.orphan(deadline)
+        self.orphans = orphans = self.gen.admission.state.counter(("orphaned", ticket.backend.name))
+        orphans.value += 1
+
     # -- the end --------------------------------------------------------------------------
     def fail(self, status: int) -> None:
         """An error answer for an admitted request whose backend gave nothing usable."""
@@ -281,34 +330,38 @@ class Exchange:
     def fail_internal(self) -> None:
         """A bug in guard: never leak the slot, never leave the client hanging."""
         if self.up is not None:
-            self.up.listener = None
-            self.up.release_transport()
+            self.up.close()
         self.conn.abort()
         self.status = 500
+        self.release()
         self.finish()
 
     def abort(self) -> None:
-        """Shutdown past its deadline: end the exchange now."""
-        if self.up is not None:
-            self.up.abort()
-        if not self.done:
-            self.fail(503)
+        """Shutdown past its deadline: guard ends the exchange -- a 503 when no response
+        head went out yet, else the client's connection is reset -- logged as guard's 503."""
+        up, conn = self.up, self.conn
+        if up is not None:
+            up.close()
+        if self.done:
+            return self.release()  # orphaned: the client's side was over already
+        if self.head_out is None and conn.streaming is not None:
+            conn.abort(reset=True)  # the head went out: the client must see a cut response
+            self.status = 503
+            return self.finish()
+        self.head_out = None
+        conn.streaming = None
+        self.fail(503)
 
     def finish(self) -> None:
+        """The client's side is over: the slot goes back first (the next request on this
+        connection may need it) unless the backend still works on this one (orphaned)."""
         if self.done:
             return
+        if self.orphans is None:
+            self.release()
         self.done = True
         gen, conn = self.gen, self.conn
-        now = gen.clock()
-        ticket = self.ticket
-        if self.passage is not None:
-            self.passage.release()  # the per-pass lease ends with the ticket, exactly once
-        if ticket is not None:
-            ticket.release()
-            gen.admission.observe(ticket.rule, now - self.started)
-            conn.server.exchanges.discard(self)
         conn.streaming = None
-        self.up = None  # it may be back in the pool now, carrying someone else's request
         meta, req = self.req.meta, self.req
         gen.access_log.log(
             meta.client,
@@ -318,10 +371,35 @@ class Exchange:
             self.backend,
             self.outcome,
             self.status,
-            now - self.started,
+            gen.clock() - self.started,
             meta.request_id.decode("latin-1") if meta.request_id else None,
         )
         conn.request_done(req)
+
+    def release(self) -> None:
+        """The backend's side is over: give the slot back (once)."""
+        if self.released:
+            return
+        self.released = True
+        if self.orphans is not None:
+            self.orphans.value -= 1
+        if self.passage is not None:
+            self.passage.release()  # the per-pass lease ends with the ticket, exactly once
+        ticket = self.ticket
+        if ticket is not None:
+            ticket.release()
+            self.gen.admission.observe(ticket.rule, self.gen.clock() - self.started)
+            self.conn.server.exchanges.discard(self)
+        self.up = None  # it may be back in the pool now, carrying someone else's request
+
+
+def _short_body(req: Request) -> bool:
+    """A body the parser ended before its declared length (an upgrade request's body is
+    skipped by llhttp, for one): forwarding its Content-Length would let the next bytes
+    on the backend connection be read as this body."""
+    if not req.body_complete or req.chunked or req.content_length is None:
+        return False
+    return req.body_bytes != req.content_length
 
 
 def _closes(req: Request) -> bool:

@@ -16,6 +16,7 @@ from guard.proxy.connection import PHASE_BODY, PHASE_HEAD, PHASE_IDLE, PHASE_WAI
 from guard.proxy.flow import INF, PAUSE_PIPELINE, FlowControl
 from guard.proxy.headers import FramingError, scan_request, simple_response
 from guard.proxy.request import DISCARD_LIMIT, Request
+from guard.proxy.upgrade import body_parser
 
 SLICE: Final = 8192  # the parser is fed at most this much at a time while reading a body
 HEAD_SLICE: Final = 1024  # ... and this much while reading heads, bounding what it buffers unseen
@@ -65,14 +66,7 @@ class RequestParsing(FlowControl):
             if self.phase == PHASE_IDLE or self.phase == PHASE_WAIT:
                 # First byte of a new request: its head must arrive within header_timeout.
                 self.deadline = self.clock() + self.limits.header_timeout
-            try:
-                self.parser.feed_data(piece)
-            except httptools.HttpParserUpgrade:
-                self._stop_after_upgrade()
-            except httptools.HttpParserError as exc:
-                # httptools wraps what a callback raised; our own refusals carry a status.
-                cause = exc.__cause__ or exc.__context__
-                self._refuse(cause.status if isinstance(cause, _Refuse) else _status_of(exc))
+            self._parse(piece)
             if self.phase == PHASE_BODY and self.parsing is not None and self.parsing.chunked:
                 self._bound_chunk_overhead(len(piece))
             elif self.phase == PHASE_HEAD and not self.closing:
@@ -80,6 +74,16 @@ class RequestParsing(FlowControl):
                 self.head_fed += len(piece)
                 if self.head_fed > self.limits.max_header_size + self.limits.max_request_line:
                     self._refuse(431)
+
+    def _parse(self, piece: bytes | memoryview) -> None:
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade as exc:
+            self._stop_after_upgrade(piece[int(exc.args[0]) :])
+        except httptools.HttpParserError as exc:
+            # httptools wraps what a callback raised; our own refusals carry a status.
+            cause = exc.__cause__ or exc.__context__
+            self._refuse(cause.status if isinstance(cause, _Refuse) else _status_of(exc))
 
     def _bound_chunk_overhead(self, fed: int) -> None:
         """Bytes of a chunked body that carry no data (chunk lines, trailers) are buffered
@@ -94,13 +98,27 @@ class RequestParsing(FlowControl):
         if self.overhead_fed > self.limits.max_trailer_size + SLICE:
             self._refuse(431)
 
-    def _stop_after_upgrade(self) -> None:
+    def _stop_after_upgrade(self, rest: bytes | memoryview) -> None:
         """guard never switches protocols: the upgrade request is answered as a plain
-        request, then the connection closes (what follows it was never parsed)."""
+        request, its body read like any other (see upgrade.py), then the connection closes
+        (what follows it was never parsed)."""
         self.stop_parsing = True
         last = self.pipeline[-1] if self.pipeline else self.active
-        if last is not None:
-            last.keep_alive = False
+        if last is None:
+            return
+        last.keep_alive = False
+        if last.has_body and not last.dispatched and last.body_bytes == 0:
+            # llhttp skipped the body and called it complete: read it after all.
+            last.body_complete = False
+            self.parsing = last
+            self.phase = PHASE_BODY
+            self.body_started = self.deadline = self.clock()
+            self.deadline += self.limits.body_timeout
+            self.body_seen = self.overhead_fed = 0
+            self.stop_parsing = False
+            self.parser = body_parser(self, last.chunked, last.content_length or 0)
+            if rest:
+                self._parse(rest)
 
     def _refuse(self, status: int) -> None:
         """Unrecoverable input: answer now if nothing else is being answered, then close."""

@@ -34,6 +34,7 @@ class Generation:
     """Everything derived from one config file that the request path reads."""
 
     __slots__ = (
+        "abandon_timeout",
         "access_log",
         "admission",
         "clock",
@@ -56,6 +57,7 @@ class Generation:
         trusted: Sequence[IPv4Network | IPv6Network],
         read_timeout: float,
         rooms: RoomTable | None = None,
+        abandon_timeout: float = 120.0,
     ) -> None:
         self.admission = admission
         self.pages = pages
@@ -65,6 +67,7 @@ class Generation:
         self.trusted: tuple[IPv4Network | IPv6Network, ...] = tuple(trusted)
         self.read_timeout = float(read_timeout)
         self.rooms = rooms  # None: no rule has a waiting room
+        self.abandon_timeout = float(abandon_timeout)
         # The one monotonic clock of the data path: the admission core's.
         self.clock: Clock = admission.clock
 

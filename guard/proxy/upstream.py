@@ -95,14 +95,24 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         self.got_bytes = False
         # Only a connection whose request was sent in full may carry another: a backend
         # that answered early still expects the rest of the body (request smuggling).
+        # "In full" is counted here, not trusted: the body bytes written must equal the
+        # declared length (-1: chunked, whose last chunk is written before body_done).
         self.body_sent = False
+        self.body_length = 0
+        self.body_written = 0
+        # The client side ended before the answer: the backend keeps working (and its slot
+        # stays taken) until it answers, is closed at the deadline, and is never reused.
+        self.orphaned = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.listener is None:  # bytes on an idle connection: the backend is confused
+        if self.listener is None:
+            # Bytes on an idle connection: the backend is confused, and whatever it sent
+            # must never be read as the answer to another client's request.
+            self.pool.forget(self)
             self.release_transport()
             return
         self.deadline = self.clock() + self.read_timeout
@@ -197,18 +207,48 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
 
     # -- exchange -----------------------------------------------------------------------
     def start(
-        self, head: bytes, head_request: bool, read_timeout: float, listener: Listener
+        self,
+        head: bytes,
+        head_request: bool,
+        read_timeout: float,
+        listener: Listener,
+        body_length: int,
     ) -> None:
+        """Send a request head; `body_length` is what its framing declares (-1: chunked)."""
         assert self.transport is not None
         self.listener = listener
         self.head_request = head_request
         self.read_timeout = read_timeout
+        self.body_length = body_length
         self.deadline = self.clock() + read_timeout
         self.transport.write(head)
 
     def check_deadline(self, now: float) -> None:
-        if not self.complete and self.listener is not None and now >= self.deadline:
+        listener = self.listener
+        if self.complete or listener is None or now < self.deadline:
+            return
+        if self.reading_paused:
+            return  # guard holds the backend back for a slow client: it is not late
+        if self.head is None and not self.orphaned:
+            listener.upstream_late()  # answers 504; the backend may keep its slot a while
+        else:
             self._fail(UpstreamError("timeout", "backend read timeout"))
+
+    def orphan(self, deadline: float) -> None:
+        """The client side is over; wait for the backend's answer (to throw it away) until
+        `deadline`, then close. Never reused: the request may not have been sent in full."""
+        self.orphaned = True
+        self.request_sink = None
+        self.deadline = deadline
+        if self.reading_paused:
+            self.resume_reading()
+
+    def close(self) -> None:
+        """Close now, telling nobody (the exchange has ended its side already)."""
+        self.listener = None
+        self.request_sink = None
+        self.complete = True
+        self.release_transport()
 
     def _finish(self) -> None:
         self.complete = True
@@ -227,9 +267,14 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
             listener.upstream_failed(error)
 
     def abort(self) -> None:
-        """Guard gives up on this exchange (the client went away or broke its request):
-        close the backend connection and tell the listener."""
-        if not self.complete:
+        """The client went away or broke its request. Before the response head the backend
+        may still be working on it: the exchange keeps its slot until it answers. After the
+        head, the answer has nowhere to go: close the connection and tell the listener."""
+        listener = self.listener
+        if listener is not None and not self.complete and self.head is None:
+            if not self.orphaned:
+                listener.client_left()
+        elif not self.complete:
             self._fail(UpstreamError("aborted", "exchange aborted by guard"))
         else:
             self.release_transport()
@@ -238,10 +283,12 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         """Back to the pool if the exchange ended cleanly, else close."""
         reusable = (
             not self.closed
+            and not self.orphaned
             and self.head is not None
             and self.head.keep_alive
             and self.body_sent
             and self.request_sink is None
+            and (self.body_length < 0 or self.body_written == self.body_length)
         )
         self._reset_exchange()
         self.reused = True
@@ -265,9 +312,13 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         if self.transport is not None and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
+            if self.deadline != INF:  # the read deadline stood still during the pause
+                self.deadline = self.clock() + self.read_timeout
 
     def write(self, data: bytes) -> None:
+        """Request body bytes (framed), counted against the declared length."""
         if self.transport is not None and not self.closed:
+            self.body_written += len(data)
             self.transport.write(data)
 
 
@@ -293,7 +344,9 @@ class Pool:
 
     def take_idle(self) -> UpstreamConnection | None:
         while self.idle:
-            conn = self.idle.pop()  # most recently used: least likely to be timed out
+            # The least recently used: a confused backend's stray late write has had the
+            # longest time to arrive (and close the connection) before it carries a request.
+            conn = self.idle.popleft()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
         return None

@@ -24,7 +24,8 @@ from tests.support.polling import poll
 from tests.support.rawhttp import RawResponse, exchange, read_response
 from tests.support.servers import StartGuard, StartWas, free_port
 
-FAST = "timeouts: {read: 300ms, shutdown: 1s}\n"
+# abandon = read: after a 504 guard stops waiting for the backend's late answer at once.
+FAST = "timeouts: {read: 300ms, abandon: 300ms, shutdown: 1s}\n"
 ERRORS = "guard_upstream_errors_total"
 
 

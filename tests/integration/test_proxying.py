@@ -163,9 +163,11 @@ async def test_read_timeout_gives_504_and_releases(
     guard = await start_guard(backends_yaml(was) + "timeouts: {read: 200ms}\n")
     async with aiohttp.ClientSession() as s, s.get(f"{guard.url}/__was/hold") as r:
         assert r.status == 504
-    await guard.wait_idle()
     assert 'kind="timeout"} 1.0' in await guard.metrics()
+    # The WAS still runs the request: its slot is held until it answers.
+    assert guard.active()["site"] == 1
     await was.release()
+    await guard.wait_idle()
 
 
 async def test_backend_closing_mid_body_aborts_the_client_response(start_guard: StartGuard) -> None:

@@ -156,9 +156,13 @@ async def test_chunked_body_over_client_max_size_is_413(
 async def test_chunked_body_growing_past_client_max_size_while_streaming(
     start_guard: StartGuard, recorder: RecordingBackend
 ) -> None:
-    """The head was already forwarded (bodies stream): the backend's request is aborted,
-    never completed, the client gets 413 or a closed connection, and the slot is freed."""
-    guard = await limited(start_guard, recorder)
+    """The head was already forwarded (bodies stream): the backend's request is never
+    completed, the client gets 413 or a closed connection, and the slot is freed once
+    timeouts.read has passed (the backend may be running the request meanwhile)."""
+    guard = await start_guard(
+        f"backends:\n  - {{name: b, url: '{recorder.url}', max_active: 50}}\n"
+        "timeouts: {read: 300ms, shutdown: 500ms}\n" + LIMITS
+    )
     reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
     writer.write(POST + b"Transfer-Encoding: chunked\r\n\r\n100\r\n" + b"b" * 0x100 + b"\r\n")
     await writer.drain()
