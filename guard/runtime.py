@@ -21,6 +21,7 @@ from guard.health import ProbeTarget, probe_forever
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.client import ClientConnection
 from guard.proxy.connection import ConnectionLimits
+from guard.proxy.headers import request_drop
 from guard.proxy.responses import Pages
 from guard.proxy.server import Generation, ProxyServer
 from guard.proxy.upstream import Pool, protocol_factory
@@ -70,6 +71,8 @@ class Runtime:
             limits=ConnectionLimits(cfg.limits, int(cfg.client_max_size)),
             trusted=cfg.trusted_proxies,
             read_timeout=cfg.timeouts.read,
+            request_drop=request_drop(cfg.strip_headers),
+            streaming_rules=frozenset(r.name for r in cfg.rules if not r.request_buffering),
         )
 
     def _pools(self, loaded: LoadedConfig, old: Generation | None) -> dict[str, Pool]:

@@ -17,8 +17,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from guard.core.admission import Refusal, Ticket
-from guard.core.paths import BadPath, canonicalize
-from guard.proxy.headers import client_address, new_request_id, request_head, response_head
+from guard.core.paths import BadPath, CanonicalTarget, canonicalize
+from guard.core.rules import CompiledRule
+from guard.proxy.headers import (
+    backend_authority,
+    client_address,
+    new_request_id,
+    request_head,
+    response_head,
+)
 from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.upstream import ResponseHead, UpstreamConnection, UpstreamError
 
@@ -107,14 +114,47 @@ class Exchange:
             return self.answer(gen.pages.asset(target.path, _closes(req), head), 200)
         rule = adm.match(req.method.decode("latin-1"), target.path)
         self.rule = rule.name
+        # A block rule refuses at once instead; a streaming rule is admitted at the head.
+        if req.has_body and not req.body_complete and not rule.block:  # noqa: SIM102
+            if rule.name not in gen.streaming_rules:
+                return self.buffer_body(rule, target)
+        self.admit(rule, target)
+
+    def buffer_body(self, rule: CompiledRule, target: CanonicalTarget) -> None:
+        """Request buffering: admit once the whole body is here, so that a slow or aborted
+        upload holds no slot and never reaches a backend."""
+        req, limits = self.req, self.conn.limits
+        if req.expect_continue:
+            self.conn.write(_CONTINUE)  # the client waits for it before it sends the body
+            req.expect_continue = False
+        then = lambda: self.body_buffered(rule, target)  # noqa: E731 - a closure, compiled
+        req.buffer_then(limits.body_buffer_size, limits.body_temp_dir, then)
+
+    def body_buffered(self, rule: CompiledRule, target: CanonicalTarget) -> None:
+        req = self.req
+        if req.error:  # stalled (408), too large (413), client gone (499), disk (500)
+            self.gen.admission.record(rule, "bad_request")
+            page = self.gen.pages.error(req.error, True, req.method == b"HEAD")
+            return self.answer(page, req.error)
+        try:
+            self.admit(rule, target)
+        except BaseException:
+            self.fail_internal()
+            raise
+
+    def admit(self, rule: CompiledRule, target: CanonicalTarget) -> None:
+        gen, req = self.gen, self.req
+        adm = gen.admission
         decision = adm.admit(rule, req.meta.client)
         if isinstance(decision, Refusal):
             return self.refuse(decision)
         self.outcome = "admitted"
         adm.record(rule, "admitted")
         if decision is None:  # a bypass rule with no backend up
-            return self.answer(gen.pages.error(502, _closes(req), head), 502)
+            return self.answer(gen.pages.error(502, _closes(req), req.method == b"HEAD"), 502)
         self.ticket = decision
+        if req.meta.host is None:  # HTTP/1.0 without Host: the backend's, as nginx sends
+            req.meta.backend_host = backend_authority(decision.backend.host, decision.backend.port)
         self.request_bytes = request_head(
             req.method, target.forward.encode("latin-1"), req.meta, req.framing()
         )
@@ -206,7 +246,7 @@ class Exchange:
         conn.streaming = self.up
         if conn.output_paused:
             self.up.pause_reading()  # the client is still behind on earlier answers
-        self.head_out = response_head(head.status, head.block, framing, close)
+        self.head_out = response_head(head.status, head.block, framing, close, req.version)
 
     def upstream_body(self, chunk: bytes) -> None:
         out = self.head_out
@@ -295,6 +335,7 @@ class Exchange:
             conn.server.exchanges.discard(self)
         conn.streaming = None
         self.up = None  # it may be back in the pool now, carrying someone else's request
+        self.req.close_body()
         meta, req = self.req.meta, self.req
         gen.access_log.log(
             meta.client,

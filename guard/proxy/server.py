@@ -21,6 +21,7 @@ from guard.core.clock import Clock
 from guard.proxy import forward
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.connection import ConnectionLimits
+from guard.proxy.headers import DEFAULT_DROP
 from guard.proxy.responses import Pages
 from guard.proxy.upstream import Pool
 
@@ -40,6 +41,8 @@ class Generation:
         "pages",
         "pools",
         "read_timeout",
+        "request_drop",
+        "streaming_rules",
         "trusted",
     )
 
@@ -53,6 +56,8 @@ class Generation:
         limits: ConnectionLimits,
         trusted: Sequence[IPv4Network | IPv6Network],
         read_timeout: float,
+        request_drop: frozenset[bytes] = DEFAULT_DROP,
+        streaming_rules: frozenset[str] = frozenset(),
     ) -> None:
         self.admission = admission
         self.pages = pages
@@ -61,6 +66,8 @@ class Generation:
         self.limits = limits
         self.trusted: tuple[IPv4Network | IPv6Network, ...] = tuple(trusted)
         self.read_timeout = float(read_timeout)
+        self.request_drop = request_drop  # headers.request_drop(config strip_headers)
+        self.streaming_rules = streaming_rules  # rules with request_buffering: false
         # The one monotonic clock of the data path: the admission core's.
         self.clock: Clock = admission.clock
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.conftest import Guard, StartGuard, StartWas, backends_yaml, poll
-from tests.rawhttp import RecordingBackend, exchange, read_response
-from tests.security.support import recorder_yaml
+from tests.support.polling import poll
+from tests.support.rawhttp import RecordingBackend, exchange, read_response
+from tests.support.security import recorder_yaml
+from tests.support.servers import Guard, StartGuard, StartWas, backends_yaml
 
 
 def seen(res_body: bytes) -> dict[str, str]:

@@ -15,15 +15,16 @@ import socket
 import struct
 from pathlib import Path
 
-from tests.conftest import Guard, StartGuard, StartWas, poll, read_access_log
-from tests.rawhttp import (
+from tests.support.polling import poll
+from tests.support.rawhttp import (
     RecordingBackend,
     peer_closes,
     read_request_head,
     read_response,
     scripted_backend,
 )
-from tests.security.support import reply
+from tests.support.security import reply
+from tests.support.servers import Guard, StartGuard, StartWas, read_access_log
 
 LIMITS = {
     "body_timeout": "2s",
@@ -211,6 +212,7 @@ async def test_a_body_over_client_max_size_gets_413_and_never_reaches_the_was(
     await warm_pool(guard.port)
     reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
     writer.write(b"POST /up/a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await guard_has_read(guard, 1, 0)  # the head is parsed and dispatched: a rule decides
     chunk = b"%x\r\n%b\r\n" % (16384, b"z" * 16384)
     with contextlib.suppress(ConnectionError):
         for _ in range(5):  # 80 KiB, over the 64 KiB limit

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Guard, StartGuard, StartWas, backends_yaml
-from tests.rawhttp import exchange
+from tests.support.rawhttp import exchange
+from tests.support.servers import Guard, StartGuard, StartWas, backends_yaml
 
 TRUSTED = (
     "X-Real-IP",
