@@ -21,6 +21,7 @@ from guard.health import ProbeTarget, probe_forever
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.client import ClientConnection
 from guard.proxy.connection import ConnectionLimits
+from guard.proxy.headers import request_drop
 from guard.proxy.responses import Pages
 from guard.proxy.server import Generation, ProxyServer
 from guard.proxy.upstream import Pool, protocol_factory
@@ -76,6 +77,8 @@ class Runtime:
             read_timeout=cfg.timeouts.read,
             rooms=rooms,
             abandon_timeout=cfg.timeouts.abandon,
+            request_drop=request_drop(cfg.strip_headers),
+            streaming_rules=frozenset(r.name for r in cfg.rules if not r.request_buffering),
         )
 
     def _pools(self, loaded: LoadedConfig, old: Generation | None) -> dict[str, Pool]:

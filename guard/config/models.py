@@ -48,9 +48,27 @@ from guard.config.sections import (
     file_error,
     resolve,
 )
-from guard.config.types import DurationOrZero, HostPort, NetworkList, PositiveInt, Size
+from guard.config.types import (
+    DurationOrZero,
+    HeaderNames,
+    HostPort,
+    NetworkList,
+    PositiveInt,
+    Size,
+)
 
 __all__ = ["Config", "LoadedConfig", "load_config", "parse_config"]
+
+# Headers a WAS may trust, never taken from a client (see strip_headers in the README).
+STRIP_HEADERS = (
+    "X-Real-IP",
+    "True-Client-IP",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-HTTP-Method-Override",
+    "X-Forwarded-Port",
+    "X-Forwarded-Prefix",
+)
 
 
 class Config(BaseModel):
@@ -67,6 +85,7 @@ class Config(BaseModel):
     retry_after: DurationOrZero = 5.0
     trusted_proxies: NetworkList = ()
     block_ips: NetworkList = ()
+    strip_headers: HeaderNames = STRIP_HEADERS
     timeouts: Timeouts = Timeouts()
     limits: Limits = Limits()
     client_max_size: Size = 100 << 20

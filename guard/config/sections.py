@@ -108,6 +108,23 @@ class Limits(BaseModel):
     # Bytes per second a request body must average once body_timeout has passed: a body
     # trickled just under body_timeout per byte would otherwise hold its slot forever.
     min_body_rate: Size = 240
+    # Request buffering: a body is read in full before admission, in memory up to
+    # body_buffer_size, beyond it in an unlinked file in body_temp_dir (None: the system's
+    # temporary folder), never past client_max_size.
+    body_buffer_size: Size = 64 << 10
+    body_temp_dir: Path | None = None
+    # min_body_rate is kept over each window of this length, not on average over the body.
+    body_rate_window: Duration = 10.0
+
+    @field_validator("body_temp_dir")
+    @classmethod
+    def _check_temp_dir(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        value = resolve(value, info)
+        if checking_files(info) and not value.is_dir():
+            raise file_error("no such folder", value)
+        return value
 
 
 def _log_format(value: Any) -> Any:
@@ -173,6 +190,8 @@ class Rule(BaseModel):
     bypass: Flag = False
     block: Flag = False
     room: Name | None = None  # a waiting room of the top-level `rooms:` list
+    # False: the body streams to the backend as it arrives (admitted at the head).
+    request_buffering: Flag = True
 
     @property
     def effective_burst(self) -> int:

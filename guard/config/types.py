@@ -103,6 +103,12 @@ def _method(value: Any) -> str:
     raise _fail("guard_method", 'expected an HTTP method like "GET" or "POST"', value)
 
 
+def _header_name(value: Any) -> str:
+    if isinstance(value, str) and _TOKEN.fullmatch(value):
+        return value
+    raise _fail("guard_header", 'expected a header name like "X-Real-IP"', value)
+
+
 def _one_or_many(value: Any) -> Any:
     """A single scalar where a list is expected means a list of one ('methods: GET')."""
     return [value] if isinstance(value, str) else value
@@ -237,6 +243,9 @@ Methods = Annotated[
     Field(min_length=1),
     BeforeValidator(_one_or_many),
     AfterValidator(_dedupe),
+]
+HeaderNames = Annotated[
+    tuple[Annotated[str, PlainValidator(_header_name)], ...], BeforeValidator(_one_or_many)
 ]
 Name = Annotated[str, Strict(), BeforeValidator(_name)]
 PathPattern = Annotated[str, Strict(), BeforeValidator(_pattern)]

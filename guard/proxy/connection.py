@@ -47,6 +47,7 @@ close, see FlowControl._read_deadline_expired).
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from guard.core.clock import Clock
@@ -87,6 +88,12 @@ class LimitsSpec(Protocol):
     def max_connections(self) -> int: ...
     @property
     def min_body_rate(self) -> int: ...
+    @property
+    def body_rate_window(self) -> float: ...
+    @property
+    def body_buffer_size(self) -> int: ...
+    @property
+    def body_temp_dir(self) -> os.PathLike[str] | None: ...
 
 
 class ConnectionLimits:
@@ -95,6 +102,9 @@ class ConnectionLimits:
     size on every chunk), and each read of a pydantic field is a dictionary lookup."""
 
     __slots__ = (
+        "body_buffer_size",
+        "body_rate_window",
+        "body_temp_dir",
         "body_timeout",
         "header_timeout",
         "keepalive_timeout",
@@ -120,6 +130,10 @@ class ConnectionLimits:
         self.max_connections: int = int(limits.max_connections)
         self.min_body_rate: int = int(limits.min_body_rate)
         self.max_body: int = int(max_body)  # client_max_size: checked on every body chunk
+        self.body_rate_window: float = float(limits.body_rate_window)
+        self.body_buffer_size: int = int(limits.body_buffer_size)
+        temp_dir = limits.body_temp_dir
+        self.body_temp_dir: str | None = None if temp_dir is None else os.fspath(temp_dir)
 
 
 class ConnectionState:  # an asyncio.Protocol by shape (see protocol_factory)

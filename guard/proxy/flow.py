@@ -40,6 +40,8 @@ class FlowControl(ConnectionState):
             shift = now - self.paused_at
             self.deadline += shift
             self.body_started += shift
+            if self.parsing is not None:
+                self.parsing.rate_mark += shift
             self.transport.resume_reading()
 
     @property
@@ -93,8 +95,17 @@ class FlowControl(ConnectionState):
             active.keep_alive = False
 
     def _body_too_slow(self, now: float) -> bool:
-        """After a grace of body_timeout, the body must average limits.min_body_rate."""
-        if self.phase != PHASE_BODY or self.parsing is None:
+        """After a grace of body_timeout, each window of limits.body_rate_window must bring
+        limits.min_body_rate: a burst early in a body buys no time later (a lifetime
+        average would let a trickle after it hold the slot for as long as the burst lasts)."""
+        req = self.parsing
+        if self.phase != PHASE_BODY or req is None:
             return False
-        late = now - self.body_started - self.limits.body_timeout
-        return late > 0 and self.parsing.body_bytes < self.limits.min_body_rate * late
+        elapsed = now - req.rate_mark
+        if elapsed < self.limits.body_rate_window:
+            return False
+        if req.body_bytes - req.rate_mark_bytes < self.limits.min_body_rate * elapsed:
+            return True
+        req.rate_mark = now
+        req.rate_mark_bytes = req.body_bytes
+        return False

@@ -23,9 +23,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from guard.core.admission import Refusal, Ticket
-from guard.core.paths import BadPath, canonicalize
+from guard.core.paths import BadPath, CanonicalTarget, canonicalize
+from guard.core.rules import CompiledRule
 from guard.core.state import Counter
-from guard.proxy.headers import client_address, new_request_id, request_head, response_head
+from guard.proxy.headers import (
+    backend_authority,
+    client_address,
+    new_request_id,
+    request_head,
+    response_head,
+)
 from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.room_gate import QUEUE_PATH, Passage, enter, poll
 from guard.proxy.upstream import ResponseHead, UpstreamConnection, UpstreamError
@@ -124,6 +131,37 @@ class Exchange:
             return poll(self, target.forward)
         rule = adm.match(req.method.decode("latin-1"), target.path)
         self.rule = rule.name
+        # A block rule refuses at once instead; a streaming rule is admitted at the head.
+        if req.has_body and not req.body_complete and not rule.block:  # noqa: SIM102
+            if rule.name not in gen.streaming_rules:
+                return self.buffer_body(rule, target)
+        self.admit(rule, target)
+
+    def buffer_body(self, rule: CompiledRule, target: CanonicalTarget) -> None:
+        """Request buffering: admit once the whole body is here, so that a slow or aborted
+        upload holds no slot and never reaches a backend."""
+        req, limits = self.req, self.conn.limits
+        if req.expect_continue:
+            self.conn.write(_CONTINUE)  # the client waits for it before it sends the body
+            req.expect_continue = False
+        then = lambda: self.body_buffered(rule, target)  # noqa: E731 - a closure, compiled
+        req.buffer_then(limits.body_buffer_size, limits.body_temp_dir, then)
+
+    def body_buffered(self, rule: CompiledRule, target: CanonicalTarget) -> None:
+        req = self.req
+        if req.error:  # stalled (408), too large (413), client gone (499), disk (500)
+            self.gen.admission.record(rule, "bad_request")
+            page = self.gen.pages.error(req.error, True, req.method == b"HEAD")
+            return self.answer(page, req.error)
+        try:
+            self.admit(rule, target)
+        except BaseException:
+            self.fail_internal()
+            raise
+
+    def admit(self, rule: CompiledRule, target: CanonicalTarget) -> None:
+        gen, req = self.gen, self.req
+        adm = gen.admission
         room = gen.rooms.by_rule.get(rule.name) if gen.rooms is not None else None
         if room is None:
             decision = adm.admit(rule, req.meta.client)
@@ -136,8 +174,10 @@ class Exchange:
         self.outcome = "admitted"
         adm.record(rule, "admitted")
         if decision is None:  # a bypass rule with no backend up
-            return self.answer(gen.pages.error(502, _closes(req), head), 502)
+            return self.answer(gen.pages.error(502, _closes(req), req.method == b"HEAD"), 502)
         self.ticket = decision
+        if req.meta.host is None:  # HTTP/1.0 without Host: the backend's, as nginx sends
+            req.meta.backend_host = backend_authority(decision.backend.host, decision.backend.port)
         self.request_bytes = request_head(
             req.method, target.forward.encode("latin-1"), req.meta, req.framing()
         )
@@ -233,7 +273,7 @@ class Exchange:
         if conn.output_paused:
             self.up.pause_reading()  # the client is still behind on earlier answers
         block = head.block if self.passage is None else self.passage.response_block(head.block)
-        self.head_out = response_head(head.status, block, framing, close)
+        self.head_out = response_head(head.status, block, framing, close, req.version)
 
     def upstream_body(self, chunk: bytes) -> None:
         if self.orphans is not None:
@@ -391,6 +431,7 @@ class Exchange:
             self.gen.admission.observe(ticket.rule, self.gen.clock() - self.started)
             self.conn.server.exchanges.discard(self)
         self.up = None  # it may be back in the pool now, carrying someone else's request
+        self.req.close_body()  # a buffered body's memory or file: the backend is done reading
 
 
 def _short_body(req: Request) -> bool:

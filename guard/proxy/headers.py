@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from itertools import count
 from typing import Final
@@ -55,6 +55,54 @@ _RESPONSE_DROP_LENGTHS: Final = frozenset(len(name) for name in _RESPONSE_DROP)
 _REQUEST_IDS: Final = count(1)
 _REQUEST_ID_PREFIX: Final = os.urandom(4).hex().encode() + b"-"
 _HOST: Final = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%!$&'()*+;=]+)(:[0-9]{1,5})?")
+
+
+def request_drop(strip: Iterable[str]) -> frozenset[bytes]:
+    """The request headers never forwarded as received: those guard re-derives, plus the
+    configured `strip_headers` (headers a WAS may trust, such as X-Real-IP)."""
+    return _REQUEST_DROP | {name.lower().encode("latin-1") for name in strip}
+
+
+DEFAULT_DROP: Final = request_drop(
+    (
+        "x-real-ip",
+        "true-client-ip",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+    )
+)
+
+
+def absolute_authority(target: bytes) -> bytes | None:
+    """The authority of an absolute-form request-target (http[s]://host[:port]/...), which
+    wins over Host (RFC 9112 §3.2.2); None for any other form. An authority that is not one
+    host[:port] (userinfo, a list, spaces) raises FramingError(400), as a bad Host does."""
+    scheme = target[:8].lower()
+    if scheme.startswith(b"http://"):
+        rest = target[7:]
+    elif scheme.startswith(b"https://"):
+        rest = target[8:]
+    else:
+        return None
+    end = len(rest)
+    for sep in (b"/", b"?"):
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    authority = rest[:end]
+    if not _HOST.fullmatch(authority):
+        raise FramingError(400)
+    return authority
+
+
+def backend_authority(host: str, port: int) -> bytes:
+    """host:port of a backend, as the Host of a request that came without one."""
+    if ":" in host:
+        return b"[%s]:%d" % (host.encode("latin-1"), port)
+    return b"%s:%d" % (host.encode("latin-1"), port)
 
 
 def new_request_id() -> bytes:
@@ -140,6 +188,7 @@ class RequestMeta:
 
     __slots__ = (
         "accept_html",
+        "backend_host",
         "chunked",
         "client",
         "content_length",
@@ -158,6 +207,7 @@ class RequestMeta:
 
     def __init__(self) -> None:
         self.host: bytes | None = None
+        self.backend_host = b""  # Host for a request without one (HTTP/1.0): the backend's
         self.listed: frozenset[bytes] = frozenset()  # extra hop-by-hop names (Connection)
         self.kept: list[Header] = []  # end-to-end headers forwarded as received
         self.forwarded: list[bytes] = []  # RFC 7239, forwarded only from trusted peers
@@ -174,9 +224,15 @@ class RequestMeta:
         self.client = ""  # the address limits and block lists apply to
 
 
-def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -> None:
+def scan_request(
+    headers: Sequence[Header],
+    version: bytes,
+    meta: RequestMeta,
+    drop: frozenset[bytes] = DEFAULT_DROP,
+) -> None:
     """One pass over the request headers: framing checks (raising FramingError), the values
-    guard reads, and the headers it forwards as-is."""
+    guard reads, and the headers it forwards as-is (all but those in `drop`, see
+    request_drop)."""
     hosts = 0
     kept = meta.kept
     for header in headers:
@@ -186,7 +242,7 @@ def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -
             if b"_" in name:
                 raise FramingError(400)  # ambiguous with "-" after CGI-style normalisation
             lname = _lower(name)
-        if lname not in _REQUEST_DROP:
+        if lname not in drop:
             if lname == b"forwarded":
                 meta.forwarded.append(value)
             else:
@@ -215,7 +271,7 @@ def scan_request(headers: Sequence[Header], version: bytes, meta: RequestMeta) -
         elif lname == b"expect":
             if value.strip().lower() != b"100-continue":
                 raise FramingError(417)
-            meta.expect_continue = True
+            meta.expect_continue = version == b"1.1"  # never to 1.0 (RFC 9110 §15.2)
         elif lname == b"x-forwarded-for":
             meta.xff = value if meta.xff is None else meta.xff + b", " + value
         elif lname == b"x-request-id":
@@ -237,9 +293,10 @@ def request_head(method: bytes, target: bytes, meta: RequestMeta, framing: bytes
     b"Content-Length: N\r\n" or b"Transfer-Encoding: chunked\r\n"."""
     # Appends, not `out += (...)`: compiled, each tuple would be built and then copied.
     out = [method, b" ", target]
-    if meta.host is not None:
+    host = meta.host if meta.host is not None else meta.backend_host or None
+    if host is not None:
         out.append(b" HTTP/1.1\r\nHost: ")
-        out.append(meta.host)
+        out.append(host)
         out.append(b"\r\n")
     else:
         out.append(b" HTTP/1.1\r\n")
@@ -323,10 +380,13 @@ def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
 _STATUS_LINES: Final[dict[int, bytes]] = {}
 
 
-def response_head(status: int, block: bytes, framing: bytes, close: bool) -> bytes:
+def response_head(
+    status: int, block: bytes, framing: bytes, close: bool, version: bytes = b"1.1"
+) -> bytes:
     """The response head sent to the client: the status line (with the standard reason
     phrase: clients ignore the backend's), `block` (from response_kept), and the framing
-    re-derived by guard."""
+    re-derived by guard. An HTTP/1.0 client is told when the connection stays open (it
+    assumes close otherwise)."""
     line = _STATUS_LINES.get(status)
     if line is None:
         line = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
@@ -334,6 +394,8 @@ def response_head(status: int, block: bytes, framing: bytes, close: bool) -> byt
             _STATUS_LINES[status] = line
     if close:
         return b"".join((line, block, b"Connection: close\r\n", framing, b"\r\n"))
+    if version == b"1.0":
+        return b"".join((line, block, b"Connection: keep-alive\r\n", framing, b"\r\n"))
     return b"".join((line, block, framing, b"\r\n"))
 
 

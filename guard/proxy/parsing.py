@@ -14,7 +14,12 @@ import httptools
 
 from guard.proxy.connection import PHASE_BODY, PHASE_HEAD, PHASE_IDLE, PHASE_WAIT
 from guard.proxy.flow import INF, PAUSE_PIPELINE, FlowControl
-from guard.proxy.headers import FramingError, scan_request, simple_response
+from guard.proxy.headers import (
+    FramingError,
+    absolute_authority,
+    scan_request,
+    simple_response,
+)
 from guard.proxy.request import DISCARD_LIMIT, Request
 from guard.proxy.upgrade import body_parser
 
@@ -187,7 +192,11 @@ class RequestParsing(FlowControl):
         )
         meta = req.meta
         try:
-            scan_request(req.headers, req.version, meta)
+            scan_request(req.headers, req.version, meta, self.server.gen.request_drop)
+            if not req.target.startswith(b"/"):  # absolute-form: its authority is the Host
+                authority = absolute_authority(req.target)
+                if authority is not None:
+                    meta.host = authority
         except FramingError as err:
             raise _Refuse(err.status) from None
         if req.method in (b"CONNECT", b"TRACE"):
@@ -205,6 +214,7 @@ class RequestParsing(FlowControl):
             self.body_seen = 0
             self.overhead_fed = 0
             self.deadline = now + self.limits.body_timeout
+            req.rate_mark = self.deadline  # the body rate counts after a grace of body_timeout
             if req.content_length is not None and req.content_length > self.limits.max_body:
                 req.error = 413
         else:

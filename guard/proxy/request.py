@@ -1,8 +1,12 @@
 """One parsed client request and its body on its way to the backend.
 
-The body is never held whole: chunks go straight to the upstream transport once one is
-attached, and before that at most BODY_BUFFER bytes wait here (the client is paused past it).
-Framing towards the backend is re-derived: Content-Length as received, or chunked.
+Buffered (the default, see buffering.py): once its rule is known the body is received in
+full, then admitted, then sent from memory or its temporary file, paced by the backend's
+back-pressure, with Content-Length: the bytes received (a chunked upload included).
+Streamed (a rule with `request_buffering: false`): chunks go straight to the upstream
+transport once one is attached, and before that at most BODY_BUFFER bytes wait here (the
+client is paused past it); framing towards the backend is Content-Length as received, or
+chunked.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from guard.proxy.buffering import BodyBuffer
 from guard.proxy.headers import Header, RequestMeta
 
 if TYPE_CHECKING:
@@ -24,6 +29,7 @@ _LAST_CHUNK: Final = b"0\r\n\r\n"
 
 class Request:
     __slots__ = (
+        "body",
         "body_bytes",
         "body_complete",
         "buffered",
@@ -38,8 +44,12 @@ class Request:
         "keep_alive",
         "meta",
         "method",
+        "on_buffered",
         "on_discarded",
         "on_pressure",
+        "pump_paused",
+        "rate_mark",
+        "rate_mark_bytes",
         "target",
         "upstream",
         "version",
@@ -73,6 +83,12 @@ class Request:
         self.dispatched = False  # handed to the request path (it will be answered)
         self.on_discarded: Callable[[], None] | None = None
         self.on_pressure = on_pressure  # True: pause reading the client; False: resume
+        self.body: BodyBuffer | None = None  # a buffered body (buffer_then)
+        self.on_buffered: Callable[[], None] | None = None  # admission, once it is whole
+        self.pump_paused = False  # the backend takes no more of a buffered body for now
+        # The body rate is checked per window: bytes received since this mark (flow.py).
+        self.rate_mark = 0.0
+        self.rate_mark_bytes = 0
 
     @property
     def has_body(self) -> bool:
@@ -93,7 +109,32 @@ class Request:
         self.on_discarded = then
         self.chunks.clear()
         self.buffered = 0
+        self.close_body()
         self.on_pressure(False)
+
+    def buffer_then(self, limit: int, temp_dir: str | None, then: Callable[[], None]) -> None:
+        """Receive the rest of the body in full (in memory up to `limit` bytes, beyond in
+        an anonymous file), then call `then`; `then` also runs when the body fails (error
+        set: 408, 413, 499, 500 for a disk error)."""
+        body = BodyBuffer(limit, temp_dir)
+        self.body = body
+        self.on_buffered = then
+        try:
+            for chunk in self.chunks:
+                body.add(chunk)
+        except OSError:
+            self.fail(500)
+            return
+        self.chunks.clear()
+        self.buffered = 0
+        self.on_pressure(False)
+
+    def close_body(self) -> None:
+        """The request is over: free the buffered body (and its file)."""
+        body = self.body
+        if body is not None:
+            self.body = None
+            body.close()
 
     def framing(self) -> bytes:
         if self.chunked:
@@ -107,6 +148,14 @@ class Request:
         self.body_bytes += len(chunk)
         if self.discarding:
             return  # the server closes the connection past DISCARD_LIMIT
+        body = self.body
+        if body is not None:
+            if self.on_buffered is not None:
+                try:
+                    body.add(chunk)
+                except OSError:
+                    self.fail(500)  # disk full or gone: the client gets 500, nothing leaks
+            return
         up = self.upstream
         if up is not None:
             up.write(self._frame(chunk))
@@ -122,6 +171,15 @@ class Request:
             self.discarding = False
             self.on_discarded()
             return
+        then = self.on_buffered
+        if then is not None:
+            self.on_buffered = None
+            # Sent with its length, now known: a chunked upload reaches the backend as one
+            # Content-Length body (as nginx sends it).
+            self.chunked = False
+            self.content_length = self.body_bytes
+            then()
+            return
         up = self.upstream
         if up is not None:
             self._sent_all(up)
@@ -130,6 +188,11 @@ class Request:
         """A client-side problem (deadline, size, framing) ends this exchange."""
         if not self.error:
             self.error = status
+        then = self.on_buffered
+        if then is not None:  # not admitted yet: the waiting exchange answers the error
+            self.on_buffered = None
+            then()
+            return
         if self.upstream is not None:
             self.upstream.abort()
 
@@ -142,6 +205,12 @@ class Request:
         self.upstream = up
         up.request_sink = self
         up.body_streaming()
+        if self.body is not None:
+            try:
+                self.body.rewind()
+            except OSError:
+                return self.fail(500)
+            return self._pump(up)
         if self.chunks:
             data = b"".join([self._frame(c) for c in self.chunks])
             self.chunks.clear()
@@ -169,11 +238,32 @@ class Request:
             self.upstream = None
             self.on_pressure(False)
 
+    def _pump(self, up: UpstreamConnection) -> None:
+        """Send the buffered body until it is all sent or the backend pauses us (its
+        pause_writing calls pause_body from inside up.write)."""
+        body = self.body
+        while body is not None and self.upstream is up and not self.pump_paused:
+            try:
+                data = body.read()
+            except OSError:
+                return self.fail(500)
+            if not data:
+                return self._sent_all(up)
+            up.write(data)
+
     def pause_body(self) -> None:
-        self.on_pressure(True)
+        if self.body is not None:
+            self.pump_paused = True
+        else:
+            self.on_pressure(True)
 
     def resume_body(self) -> None:
-        self.on_pressure(False)
+        if self.body is None:
+            self.on_pressure(False)
+        elif self.pump_paused:
+            self.pump_paused = False
+            if self.upstream is not None:
+                self._pump(self.upstream)
 
     def _frame(self, chunk: bytes) -> bytes:
         if self.chunked:

@@ -21,6 +21,7 @@ from guard.core.clock import Clock
 from guard.proxy import forward
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.connection import ConnectionLimits
+from guard.proxy.headers import DEFAULT_DROP
 from guard.proxy.responses import Pages
 from guard.proxy.room_state import RoomTable
 from guard.proxy.upstream import Pool
@@ -42,7 +43,9 @@ class Generation:
         "pages",
         "pools",
         "read_timeout",
+        "request_drop",
         "rooms",
+        "streaming_rules",
         "trusted",
     )
 
@@ -58,6 +61,8 @@ class Generation:
         read_timeout: float,
         rooms: RoomTable | None = None,
         abandon_timeout: float = 120.0,
+        request_drop: frozenset[bytes] = DEFAULT_DROP,
+        streaming_rules: frozenset[str] = frozenset(),
     ) -> None:
         self.admission = admission
         self.pages = pages
@@ -68,6 +73,8 @@ class Generation:
         self.read_timeout = float(read_timeout)
         self.rooms = rooms  # None: no rule has a waiting room
         self.abandon_timeout = float(abandon_timeout)
+        self.request_drop = request_drop  # headers.request_drop(config strip_headers)
+        self.streaming_rules = streaming_rules  # rules with request_buffering: false
         # The one monotonic clock of the data path: the admission core's.
         self.clock: Clock = admission.clock
 

@@ -139,7 +139,10 @@ async def test_gone_mid_upload_holds_slot_until_read_timeout_then_closes_upstrea
         b.closed_by_guard += 1
 
     b = await backend(script)
-    guard = await start_guard(one_backend(b) + "timeouts: {read: 300ms, shutdown: 1s}\n")
+    streamed = (
+        "rules:\n  - {name: up, path: /up, request_buffering: false}\n"  # the default buffers
+    )
+    guard = await start_guard(one_backend(b) + streamed + "timeouts: {read: 300ms, shutdown: 1s}\n")
     _, writer = await asyncio.open_connection("127.0.0.1", guard.port)
     writer.write(UPLOADS[framing])
     piece = b"y" * 50000

@@ -66,7 +66,10 @@ async def test_aborted_upload_holds_the_slot_until_the_backend_answers(
 ) -> None:
     servlet = SlowServlet()
     b = await backend(servlet)
-    guard = await start_guard(one_backend(b) + "timeouts: {read: 30s, shutdown: 1s}\n")
+    streamed = (
+        "rules:\n  - {name: up, path: /**, request_buffering: false}\n"  # buffering is the default
+    )
+    guard = await start_guard(one_backend(b) + streamed + "timeouts: {read: 30s, shutdown: 1s}\n")
     _, writer = await asyncio.open_connection("127.0.0.1", guard.port)
     writer.write(b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 100\r\n\r\nab")
     await asyncio.wait_for(servlet.got_head.wait(), 5.0)

@@ -43,6 +43,8 @@ async def test_early_answer_before_the_body_cannot_smuggle_a_request(
         guard = await start_guard(
             f"backends:\n  - {{name: b1, url: 'http://127.0.0.1:{port}', max_active: 10}}\n"
             "rules:\n  - {name: admin, path: /admin/**, block: true}\n"
+            # Streamed: the backend answers before the body, which guard never buffers here.
+            "  - {name: streamed, path: /**, request_buffering: false}\n"
             "timeouts: {read: 3s}\n"
         )
         smuggled = b"GET /admin/secret HTTP/1.1\r\nHost: x\r\n\r\n"

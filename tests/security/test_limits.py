@@ -29,6 +29,7 @@ limits:
   max_trailer_size: 1k
 rules:
   - {name: event, path: /event/**, max_active: 10}
+  - {name: stream, path: /stream/**, max_active: 10, request_buffering: false}
 """
 GET = b"GET /event/a HTTP/1.1\r\nHost: shop.example\r\n"
 POST = b"POST /event/a HTTP/1.1\r\nHost: shop.example\r\n"
@@ -164,7 +165,8 @@ async def test_chunked_body_growing_past_client_max_size_while_streaming(
         "timeouts: {read: 300ms, shutdown: 500ms}\n" + LIMITS
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
-    writer.write(POST + b"Transfer-Encoding: chunked\r\n\r\n100\r\n" + b"b" * 0x100 + b"\r\n")
+    post = POST.replace(b"/event/", b"/stream/")  # a rule with request_buffering: false
+    writer.write(post + b"Transfer-Encoding: chunked\r\n\r\n100\r\n" + b"b" * 0x100 + b"\r\n")
     await writer.drain()
     await poll(
         lambda: len(recorder.received) > 0, 5.0, lambda: "the head never reached the backend"

@@ -36,8 +36,10 @@ limits:
   body_timeout: {int(DEADLINE * 1000)}ms
   send_timeout: {int(DEADLINE * 1000)}ms
   keepalive_timeout: {int(DEADLINE * 1000)}ms
+  body_rate_window: 200ms
 rules:
-  - {{name: event, path: /event/**, max_active: 5}}
+  # Streamed, so that the body is read while the slot is held (what these tests are about).
+  - {{name: event, path: /event/**, max_active: 5, request_buffering: false}}
 """
 
 Slow = tuple[Harness, Was]

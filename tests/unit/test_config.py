@@ -283,8 +283,12 @@ def test_defaults(site: Path) -> None:
         "max_connections": 10000,
         "max_tracked_clients": 100000,
         "min_body_rate": 240,
+        "body_buffer_size": 64 << 10,
+        "body_temp_dir": None,
+        "body_rate_window": 10.0,
     }
     assert cfg.client_max_size == 100 << 20
+    assert "X-Real-IP" in cfg.strip_headers and "X-Original-URL" in cfg.strip_headers
     assert (cfg.access_log.format, cfg.access_log.path) == ("json", None)
     backend = cfg.backends[0]
     assert (backend.drain, backend.cooldown, backend.health, backend.max_idle) == (
@@ -820,3 +824,26 @@ def test_summarize(shipped: Path) -> None:
     names = [line.split()[1] for line in lines if line[:3].strip().isdigit()]
     assert names == ["static", "admin", "event", "checkout"]
     assert lines[-1].startswith("configuration OK")
+
+
+def test_request_buffering_and_strip_headers(site: Path, tmp_path: Path) -> None:
+    cfg = load(
+        site,
+        BACKENDS,
+        "limits: {body_buffer_size: 1m, body_temp_dir: ., body_rate_window: 5s}\n"
+        "strip_headers: X-Internal-User\n"
+        "rules:\n  - {name: up, path: /up/**, request_buffering: false}\n",
+    )
+    assert (cfg.limits.body_buffer_size, cfg.limits.body_rate_window) == (1 << 20, 5.0)
+    assert cfg.limits.body_temp_dir == site.parent
+    assert cfg.strip_headers == ("X-Internal-User",)
+    assert cfg.rules[0].request_buffering is False
+    found = problems(
+        site,
+        BACKENDS,
+        "limits: {body_temp_dir: ../nowhere}\nstrip_headers: ['X Bad']\n",
+    )
+    assert found == [
+        (3, "limits.body_temp_dir", f"no such folder: {tmp_path / 'nowhere'}"),
+        (4, "strip_headers[0]", 'expected a header name like "X-Real-IP", got "X Bad"'),
+    ]
