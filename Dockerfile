@@ -12,7 +12,7 @@ ENV PIP_NO_CACHE_DIR=1
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py compiled.txt README.md ./
 COPY guard ./guard
 RUN pip wheel --no-deps --wheel-dir /wheels .
 

@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: build demo test lint bench soak clean
 
-# The request path (guard/core, guard/proxy, runtime, accesslog) is compiled with mypyc in
-# place (setup.py); `make build` recompiles whatever changed, and the tests run the compiled
-# modules. The editable install itself is left uncompiled so it does not build twice.
-COMPILED_SRC := $(wildcard guard/core/*.py guard/proxy/*.py) guard/runtime.py guard/accesslog.py
+# The request path (the packages in compiled.txt: guard/core, guard/proxy) is compiled with
+# mypyc in place (setup.py); `make build` recompiles whatever changed, and the tests run the
+# compiled modules. The editable install itself is left uncompiled so it does not build twice.
+COMPILED_DIRS := $(shell sed -e 's/\#.*//' compiled.txt)
+COMPILED_SRC := $(foreach d,$(COMPILED_DIRS),$(wildcard $(d)/*.py))
 BUILT := $(VENV)/.built
 
 $(STAMP): pyproject.toml setup.py
@@ -19,7 +20,10 @@ $(STAMP): pyproject.toml setup.py
 		--config-settings editable_mode=compat
 	touch $(STAMP)
 
-$(BUILT): $(STAMP) setup.py $(COMPILED_SRC)
+# A module compiled once but no longer (moved, or its package left compiled.txt) would
+# shadow its .py: every .so outside the compiled packages is removed first.
+$(BUILT): $(STAMP) setup.py compiled.txt $(COMPILED_SRC)
+	find guard -name '*.so' $(foreach d,$(COMPILED_DIRS),-not -path '$(d)/*') -delete
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch guard__mypyc.*.so $(BUILT)  # mypyc relinks only what changed; mark this build current
 

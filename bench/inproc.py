@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_rules, write_guard_config
 
 from guard import data_path
-from guard.proxy.server import ClientConnection
+from guard.proxy.client import ClientConnection
+from guard.proxy.server import ProxyServer
 from guard.proxy.upstream import UpstreamConnection
-from guard.runtime import ProxyServer, Runtime
+from guard.runtime import Runtime
 
 REQUEST = b"GET /event/item/1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
 RESPONSE = (
@@ -93,7 +94,7 @@ async def build(
         access_log=workdir / "access.log",
     )
     runtime = Runtime(cfg)
-    runtime.server = server = ProxyServer(runtime)
+    runtime.server = server = ProxyServer(runtime.gen)
     conn = ClientConnection(server)
     client = RecordingTransport(("127.0.0.1", 40000))
     conn.connection_made(client)  # type: ignore[arg-type]

@@ -1,10 +1,12 @@
 """Soak guard for a fixed time at a load above its ceilings, then check that nothing leaked.
 
+The WAS and guard are started with guard/tools/launch.py (logs: <name>.log in the folder).
+
 Run with ``make soak`` (5 minutes) or ``python bench/soak.py --duration 60``. Everything runs
 on loopback, in a temporary folder (``--keep`` keeps it for a look at the logs).
 
 What it sets up
-  * two simulated WAS (``python -m guard.was``), 10 worker slots and 20 ms service time each;
+  * two simulated WAS (``python -m guard.tools.was``), 10 worker slots and 20 ms service time each;
   * guard (``python -m guard.cli run -c soak.yaml``) with a generated config whose ceilings are
     far below the offered load: each backend ``max_active: 8``, site ``max_active: 14``, a rule
     ``/event/**`` with ``max_active: 6`` and ``rate: 100/s``, a ``per_client`` rule
@@ -50,7 +52,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,15 @@ from typing import Any
 
 import aiohttp
 import psutil
+
+from guard.tools.launch import (
+    START_TIMEOUT,
+    Launched,
+    Launcher,
+    free_port,
+    guard_command,
+    was_command,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "soak.md"
@@ -106,38 +116,17 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     loader: str = ""
     load_summary: str = ""
-    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)  # the load generator
+    launcher: Launcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.launcher = Launcher(self.tmp)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def start_was(run: Run, name: str) -> int:
+def start_was(run: Run, name: str) -> int:
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "guard.was",
-        "--port",
-        str(port),
-        "--workers",
-        "10",
-        "--service-time",
-        "0.02",
-        "--name",
-        name,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=(run.tmp / f"{name}.stderr").open("wb"),
-    )
-    run.procs.append(proc)
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 15)  # {"was": ..., "listen": ...}
-    if not line:
-        raise SystemExit(f"{name} did not start: see {run.tmp / (name + '.stderr')}")
+    cmd = was_command(port, workers=10, service_time=0.02, name=name)
+    run.launcher.start(name, cmd).wait_port(port)
     return port
 
 
@@ -167,30 +156,18 @@ rules:
     return cfg
 
 
-async def start_guard(run: Run, cfg: Path, admin: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "guard.cli",
-        "run",
-        "-c",
-        str(cfg),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=(run.tmp / "guard.stderr").open("wb"),
-    )
-    run.procs.append(proc)
-    deadline = time.monotonic() + 15
+async def start_guard(run: Run, cfg: Path, admin: int) -> Launched:
+    proc = run.launcher.start("guard", guard_command(cfg))
+    await proc.wait_port_async(admin)
+    deadline = time.monotonic() + START_TIMEOUT
     async with aiohttp.ClientSession() as s:
         while True:
-            if proc.returncode is not None:
-                raise SystemExit(f"guard exited {proc.returncode}: see {run.tmp}/guard.stderr")
             with contextlib.suppress(aiohttp.ClientError):
                 async with s.get(f"http://127.0.0.1:{admin}/healthz") as r:
                     if r.status == 200:
                         return proc
             if time.monotonic() > deadline:
-                raise SystemExit("guard did not become ready in 15 s")
+                raise SystemExit(f"guard not healthy in {START_TIMEOUT} s: see {proc.log}")
             await asyncio.sleep(0.1)
 
 
@@ -357,6 +334,7 @@ async def soak(args: argparse.Namespace) -> int:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+        run.launcher.stop_all()
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:
@@ -365,7 +343,7 @@ async def soak(args: argparse.Namespace) -> int:
 
 async def _soak(run: Run) -> int:
     args = run.args
-    was_ports = [await start_was(run, "was-1"), await start_was(run, "was-2")]
+    was_ports = [start_was(run, "was-1"), start_was(run, "was-2")]
     port, admin = free_port(), free_port()
     cfg = write_config(run, port, admin, was_ports)
     guard_proc = await start_guard(run, cfg, admin)
@@ -386,9 +364,9 @@ async def _soak(run: Run) -> int:
     with guard.oneshot():
         idle = Sample(time.monotonic(), guard.memory_info().rss, guard.num_fds(), "idle")
     run.samples.append(idle)
-    guard_proc.send_signal(signal.SIGTERM)
+    guard_proc.signal(signal.SIGTERM)
     try:
-        code = await asyncio.wait_for(guard_proc.wait(), 20)
+        code = await guard_proc.exit_code(20)
     except TimeoutError:
         code = -1
     by_outcome, failures = scan_access_log(run.tmp / "access.log")

@@ -1,7 +1,8 @@
 """The admin app (served on ``admin_listen`` only, never on the public port).
 
 GET /metrics   Prometheus exposition, collected from the live admission at scrape time
-GET /status    JSON: site, backends, rules, config (path, sha256, load time)
+GET /status    JSON: the admission's Snapshot.to_json() (site, backends, rules, pairs,
+               durations, upstream errors), config (path, sha256, load time), reloads
 GET /healthz   200 "ok" while the event loop answers
 POST /reload   re-reads the config file (same as SIGHUP); 200 summary | 400 problems
 
@@ -13,19 +14,19 @@ file on disk, which ``guard check`` validates and ops review, is the only source
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from guard.metrics import AdmissionLike, make_registry, render
+from guard.core import Snapshot
+from guard.metrics import make_registry, render
+from guard.reload import ReloadResult
 
 __all__ = [
+    "AdmissionLike",
     "LoadedConfigLike",
-    "ReloadResult",
-    "ReloadResultLike",
     "RuntimeLike",
     "config_doc",
     "make_admin_app",
@@ -46,25 +47,10 @@ class LoadedConfigLike(Protocol):
     def loaded_at(self) -> float: ...  # time.time()
 
 
-class ReloadResultLike(Protocol):
-    @property
-    def ok(self) -> bool: ...
+class AdmissionLike(Protocol):
+    """guard.core.Admission, as far as the admin app needs it."""
 
-    @property
-    def summary(self) -> Mapping[str, Any] | None: ...
-
-    # Each problem: {"file", "line", "key", "message"} — the fields `guard check` prints.
-    @property
-    def problems(self) -> Sequence[Mapping[str, Any]]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadResult:
-    """A ready-made ReloadResultLike the runtime may return from ``reload()``."""
-
-    ok: bool
-    summary: Mapping[str, Any] | None = None
-    problems: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    def snapshot(self) -> Snapshot: ...
 
 
 class RuntimeLike(Protocol):
@@ -80,7 +66,7 @@ class RuntimeLike(Protocol):
     @property
     def reload_counts(self) -> Mapping[str, int]: ...
 
-    async def reload(self) -> ReloadResultLike: ...
+    async def reload(self) -> ReloadResult: ...
 
 
 def _iso_utc(ts: float) -> str:
@@ -96,33 +82,11 @@ def config_doc(loaded: LoadedConfigLike) -> dict[str, Any]:
 
 
 def status_doc(
-    snapshot: Mapping[str, Any], loaded: LoadedConfigLike, reload_counts: Mapping[str, int]
+    snapshot: Snapshot, loaded: LoadedConfigLike, reload_counts: Mapping[str, int]
 ) -> dict[str, Any]:
-    """The /status document: the snapshot reshaped to the documented field names."""
-    site = snapshot["site"]
+    """The /status document: the snapshot's JSON, the config it runs and the reload counts."""
     return {
-        "site": {"active": site["active"], "max_active": site.get("max_active")},
-        "backends": [
-            {
-                "name": b["name"],
-                "url": b["url"],
-                "active": b["active"],
-                "max_active": b["max_active"],
-                "up": bool(b["up"]),
-                "draining": bool(b["draining"]),
-            }
-            for b in snapshot["backends"]
-        ],
-        "rules": [
-            {
-                "name": r["name"],
-                "active": r["active"],
-                "max_active": r.get("max_active"),
-                "rate": r.get("rate"),
-                "counts": dict(r.get("outcomes") or {}),
-            }
-            for r in snapshot["rules"]
-        ],
+        **snapshot.to_json(),
         "config": config_doc(loaded),
         "reloads": {k: reload_counts.get(k, 0) for k in ("success", "failure")},
     }
@@ -135,7 +99,9 @@ class _Handlers:
         self.runtime = runtime
         # Lambdas, not values: a reload replaces runtime.admission and the next scrape sees it.
         self.registry = make_registry(
-            lambda: runtime.admission, lambda: runtime.reload_counts, process=process_metrics
+            lambda: runtime.admission.snapshot(),
+            lambda: runtime.reload_counts,
+            process=process_metrics,
         )
 
     async def metrics(self, request: web.Request) -> web.Response:

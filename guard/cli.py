@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 
         share = (args.index, args.of)
         sys.exit(run_loop(serve(args.config, share=share, admin_socket=args.admin_socket)))
-    from guard.demo import run_demo
+    from guard.tools.demo import run_demo
 
     sys.exit(run_loop(run_demo()))
 

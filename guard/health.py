@@ -8,11 +8,23 @@ same core Health object, so the admission decision sees one truth.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
-if TYPE_CHECKING:
-    from guard.runtime import Runtime
+from guard.core.clock import Clock
+from guard.core.state import Health
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One backend's health check, as the current config has it."""
+
+    host: str
+    port: int
+    path: str
+    timeout: float
+    interval: float
+    cooldown: float
 
 
 async def probe(host: str, port: int, path: str, timeout: float) -> bool:
@@ -38,15 +50,17 @@ async def probe(host: str, port: int, path: str, timeout: float) -> bool:
     )
 
 
-async def probe_forever(runtime: Runtime, name: str) -> None:
+async def probe_forever(
+    health: Health, target: Callable[[], ProbeTarget | None], clock: Clock
+) -> None:
+    """Probe until `target()` says the check is gone (a reload removed it), feeding the
+    backend's shared Health with each result, timed by `clock` (the core's)."""
     while True:
-        backend = next((b for b in runtime.gen.loaded.config.backends if b.name == name), None)
-        if backend is None or backend.health is None:
-            return  # removed by a reload
-        ok = await probe(backend.host, backend.port, backend.health.path, backend.health.timeout)
-        health = runtime.state.health(name)
-        if ok:
+        t = target()
+        if t is None:
+            return
+        if await probe(t.host, t.port, t.path, t.timeout):
             health.mark_success()
         else:
-            health.mark_failure(time.monotonic(), backend.cooldown)
-        await asyncio.sleep(backend.health.interval)
+            health.mark_failure(clock(), t.cooldown)
+        await asyncio.sleep(t.interval)

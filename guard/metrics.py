@@ -1,10 +1,10 @@
-"""Prometheus metrics, all declared here, read from ``Admission.snapshot()`` at scrape time.
+"""Prometheus metrics, all declared here, read from a core ``Snapshot`` at scrape time.
 
 Nothing on the request path touches prometheus_client: the core keeps plain integer counters
 and a histogram of its own (guard.core.stats), and this collector turns one snapshot into
 metric families when Prometheus scrapes. Gauges therefore cannot drift from the counters the
 admission decisions use, and a hot reload (a new Admission) is picked up by the next scrape
-because the admission is looked up through a callable, never captured.
+because the snapshot is taken through a callable at each scrape, never captured.
 
 Label values come only from config names (rules, backends) and the fixed words of the
 contract (scope, outcome, kind, result), so cardinality is bounded by the config's size.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -26,30 +25,22 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
+from guard.core import OUTCOMES, Snapshot
+
 __all__ = [
     "CONTENT_TYPE",
-    "OUTCOMES",
     "RELOAD_RESULTS",
     "UPSTREAM_ERROR_KINDS",
-    "AdmissionLike",
     "GuardCollector",
     "make_registry",
     "render",
 ]
 
-# Always emitted (0 when nothing happened) so that rate() and alerts work from the first scrape.
-OUTCOMES: tuple[str, ...] = ("admitted", "over_capacity", "over_rate", "blocked", "bad_request")
 UPSTREAM_ERROR_KINDS: tuple[str, ...] = ("connect", "timeout", "reset", "protocol")
 RELOAD_RESULTS: tuple[str, ...] = ("success", "failure")
 
 # The classic text format: every Prometheus version parses it. render() negotiates newer ones.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-
-
-class AdmissionLike(Protocol):
-    """What the collector needs from guard.core.admission.Admission (see DESIGN.md Snapshot)."""
-
-    def snapshot(self) -> Mapping[str, Any]: ...
 
 
 ReloadCounts = Mapping[str, int] | Callable[[], Mapping[str, int]]
@@ -58,10 +49,8 @@ ReloadCounts = Mapping[str, int] | Callable[[], Mapping[str, int]]
 class GuardCollector(Collector):
     """Builds every guard_* family from one snapshot per scrape."""
 
-    def __init__(
-        self, get_admission: Callable[[], AdmissionLike], reload_counts: ReloadCounts
-    ) -> None:
-        self._get_admission = get_admission
+    def __init__(self, get_snapshot: Callable[[], Snapshot], reload_counts: ReloadCounts) -> None:
+        self._get_snapshot = get_snapshot
         # A callable lets the runtime replace its dict; a mapping is read live at each scrape.
         self._reload_counts: Callable[[], Mapping[str, int]] = (
             reload_counts if callable(reload_counts) else lambda: reload_counts
@@ -72,38 +61,27 @@ class GuardCollector(Collector):
         return list(_families())
 
     def collect(self) -> Iterable[Metric]:
-        snap = self._get_admission().snapshot()
+        snap = self._get_snapshot()
         (active, ceiling, requests, errors, duration, up, reloads) = _families()
 
-        site = snap["site"]
-        if site.get("max_active") is not None:
-            ceiling.add_metric(["site", "site"], site["max_active"])
-
-        for b in snap["backends"]:
-            name = b["name"]
-            if b.get("max_active") is not None:
-                ceiling.add_metric(["backend", name], b["max_active"])
-            up.add_metric([name], 1.0 if b["up"] else 0.0)
-
-        for r in snap["rules"]:
-            name = r["name"]
-            if r.get("max_active") is not None:
-                ceiling.add_metric(["rule", name], r["max_active"])
-            outcomes: Mapping[str, int] = r.get("outcomes") or {}
-            for outcome in OUTCOMES:
-                requests.add_metric([name, outcome], outcomes.get(outcome, 0))
-            # Outcomes the core may add later are still exported (they are code words, not input).
-            for outcome in sorted(outcomes.keys() - set(OUTCOMES)):
-                requests.add_metric([name, outcome], outcomes[outcome])
-
-        for p in snap["pairs"]:
-            active.add_metric([p["backend"], p["rule"]], p["active"])
-
-        for e in snap.get("upstream_errors", ()):
-            errors.add_metric([e["backend"], e["kind"]], e["count"])
-
-        for rule, (bounds, counts, total, count) in snap.get("durations", {}).items():
-            duration.add_metric([rule], _buckets(bounds, counts, count), total)
+        if snap.site.max_active is not None:
+            ceiling.add_metric(["site", "site"], snap.site.max_active)
+        for b in snap.backends:
+            ceiling.add_metric(["backend", b.name], b.max_active)
+            up.add_metric([b.name], 1.0 if b.up else 0.0)
+        for r in snap.rules:
+            if r.max_active is not None:
+                ceiling.add_metric(["rule", r.name], r.max_active)
+            # Every outcome always (0 when nothing happened): rate() and alerts work from the
+            # first scrape. Outcomes the core may add later are exported too (code words).
+            for outcome in (*OUTCOMES, *sorted(r.outcomes.keys() - set(OUTCOMES))):
+                requests.add_metric([r.name, outcome], r.outcomes.get(outcome, 0))
+        for p in snap.pairs:
+            active.add_metric([p.backend, p.rule], p.active)
+        for e in snap.upstream_errors:
+            errors.add_metric([e.backend, e.kind], e.count)
+        for d in snap.durations:
+            duration.add_metric([d.rule], _buckets(d.bounds, d.cumulative, d.count), d.sum)
 
         counts_now = self._reload_counts()
         for result in RELOAD_RESULTS:
@@ -176,7 +154,7 @@ def _buckets(bounds: Sequence[float], counts: Sequence[int], count: int) -> list
 
 
 def make_registry(
-    get_admission: Callable[[], AdmissionLike],
+    get_snapshot: Callable[[], Snapshot],
     reload_counts: ReloadCounts,
     *,
     process: bool = True,
@@ -184,7 +162,7 @@ def make_registry(
     """A private registry (never the global default, so several apps and tests can coexist)
     holding the guard collector and, optionally, the process_* metrics of this process."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GuardCollector(get_admission, reload_counts))
+    registry.register(GuardCollector(get_snapshot, reload_counts))
     if process:
         ProcessCollector(registry=registry)
     return registry

@@ -19,7 +19,7 @@ log = logging.getLogger("guard")
 
 async def start_admin(runtime: Runtime, unix_path: Path | None = None) -> web.AppRunner:
     """The admin app on admin_listen, or (a worker under a supervisor) on a unix socket."""
-    cfg = runtime.gen.loaded.config
+    cfg = runtime.loaded.config
     runner = web.AppRunner(make_admin_app(runtime), access_log=None)
     await runner.setup()
     site: web.BaseSite
@@ -43,7 +43,7 @@ async def serve(
     await runtime.start(reuse_port=share[1] > 1)
     gc.freeze()  # start-up objects (config, compiled rules, pages) never need scanning again
     admin = await start_admin(runtime, admin_socket)
-    cfg = runtime.gen.loaded.config
+    cfg = runtime.loaded.config
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -10,8 +10,11 @@ than n leave some workers with a share of 0 for that scope. Shared state in Redi
 issue) removes the fragmentation at the cost of a network round trip.
 
 The supervisor owns the admin port. It asks every worker's admin app (on a unix socket)
-and merges: counts and gauges are summed, `guard_backend_up` and the reload counter take
-the maximum. `POST /reload` and SIGHUP validate the file once, then reload every worker.
+and merges. /status: each answer is read back into a core `Snapshot` and the fleet's is
+`guard.core.snapshot.merge()` of them (counts, gauges and ceilings summed, a backend up
+when any worker sees it up); the reload counts are the highest any worker reports.
+/metrics: samples are summed, `guard_backend_up` and the reload counter take the maximum.
+`POST /reload` and SIGHUP validate the file once, then reload every worker.
 A worker that dies is restarted.
 """
 
@@ -31,8 +34,10 @@ import aiohttp
 from aiohttp import web
 
 from guard.config import ConfigError, load_config, problems_as_json
+from guard.core.snapshot import Snapshot, merge
 
 log = logging.getLogger("guard.workers")
+_RELOAD_RESULTS = ("success", "failure")
 _MAX_MERGE = ("guard_backend_up", "guard_config_reloads_total", "process_start_time_seconds")
 
 
@@ -118,23 +123,10 @@ class Supervisor:
 
 
 def merge_status(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    out = docs[0]
-    for doc in docs[1:]:
-        _add(out["site"], doc["site"], ("active", "max_active"))
-        for mine, theirs in zip(out["backends"], doc["backends"], strict=True):
-            _add(mine, theirs, ("active", "max_active"))
-            mine["up"] = mine["up"] or theirs["up"]
-        for mine, theirs in zip(out["rules"], doc["rules"], strict=True):
-            _add(mine, theirs, ("active", "max_active"))
-            _add(mine["counts"], theirs["counts"], tuple(theirs["counts"]))
-    out["workers"] = len(docs)
-    return out
-
-
-def _add(into: dict[str, Any], other: dict[str, Any], keys: tuple[str, ...]) -> None:
-    for key in keys:
-        if into.get(key) is not None and other.get(key) is not None:
-            into[key] += other[key]
+    """The fleet's /status from its workers' (every worker runs the same config file)."""
+    merged = merge([Snapshot.from_json(doc) for doc in docs])
+    reloads = {k: max(int(doc["reloads"].get(k, 0)) for doc in docs) for k in _RELOAD_RESULTS}
+    return {**merged.to_json(), "config": docs[0]["config"], "reloads": reloads}
 
 
 def merge_metrics(texts: list[str]) -> str:

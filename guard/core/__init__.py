@@ -5,6 +5,16 @@ from guard.core.bucket import ClientBuckets, TokenBucket
 from guard.core.clock import Clock, FakeClock
 from guard.core.paths import BadPath, CanonicalTarget, canonicalize
 from guard.core.rules import CompiledRule, RuleTable, compile_pattern
+from guard.core.snapshot import (
+    BackendView,
+    DurationView,
+    PairView,
+    RuleView,
+    SiteView,
+    Snapshot,
+    UpstreamErrorView,
+    merge,
+)
 from guard.core.spec import BackendSpec, ConfigSpec, LimitsSpec, RateSpec, RuleSpec
 from guard.core.state import Counter, CounterKey, Health, MemoryState, State
 from guard.core.stats import DEFAULT_BOUNDS, OUTCOMES, Histogram, Outcome, RuleStats
@@ -15,6 +25,7 @@ __all__ = [
     "Admission",
     "BackendSlot",
     "BackendSpec",
+    "BackendView",
     "BadPath",
     "CanonicalTarget",
     "ClientBuckets",
@@ -23,21 +34,28 @@ __all__ = [
     "ConfigSpec",
     "Counter",
     "CounterKey",
+    "DurationView",
     "FakeClock",
     "Health",
     "Histogram",
     "LimitsSpec",
     "MemoryState",
     "Outcome",
+    "PairView",
     "RateSpec",
     "Refusal",
     "RuleSpec",
     "RuleStats",
     "RuleTable",
+    "RuleView",
+    "SiteView",
+    "Snapshot",
     "State",
     "Ticket",
     "TokenBucket",
+    "UpstreamErrorView",
     "canonicalize",
     "compile_pattern",
+    "merge",
     "share_of",
 ]

@@ -41,11 +41,20 @@ refuse while another still has room.
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Any, Final
+from typing import Final
 
 from guard.core.bucket import ClientBuckets, TokenBucket
 from guard.core.clock import Clock
 from guard.core.rules import CompiledRule, RuleTable
+from guard.core.snapshot import (
+    BackendView,
+    DurationView,
+    PairView,
+    RuleView,
+    SiteView,
+    Snapshot,
+    UpstreamErrorView,
+)
 from guard.core.spec import ConfigSpec, RuleSpec
 from guard.core.state import Counter, State
 from guard.core.stats import Outcome
@@ -229,42 +238,29 @@ class Admission:
         key = (backend_name, kind)
         errors[key] = errors.get(key, 0) + 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """This worker's view (its shares of the ceilings), per DESIGN.md "Snapshot"."""
-        return {
-            "site": {"active": self.site.value, "max_active": self.site_max_active},
-            "backends": [
-                {
-                    "name": b.name,
-                    "url": b.url,
-                    "active": b.counter.value,
-                    "max_active": b.max_active,
-                    "up": b.health.up,
-                    "draining": b.draining,
-                }
+        return Snapshot(
+            SiteView(self.site.value, self.site_max_active),
+            tuple(
+                BackendView(b.name, b.url, b.counter.value, b.max_active, b.health.up, b.draining)
                 for b in self.backends
-            ],
-            "rules": [
-                {
-                    "name": r.name,
-                    "active": r.counter.value,
-                    "max_active": r.max_active,
-                    "rate": r.rate_text,
-                    "outcomes": dict(r.stats.outcomes),
-                }
+            ),
+            tuple(
+                RuleView(r.name, r.counter.value, r.max_active, r.rate_text, dict(r.stats.outcomes))
                 for r in self.rules
-            ],
-            "pairs": [
-                {"backend": b.name, "rule": r.name, "active": b.pair_counters[r.name].value}
+            ),
+            tuple(
+                PairView(b.name, r.name, b.pair_counters[r.name].value)
                 for b in self.backends
                 for r in self.rules
-            ],
-            "durations": {r.name: r.stats.histogram() for r in self.rules},
-            "upstream_errors": [
-                {"backend": backend, "kind": kind, "count": count}
+            ),
+            tuple(DurationView(r.name, *r.stats.histogram()) for r in self.rules),
+            tuple(
+                UpstreamErrorView(backend, kind, count)
                 for (backend, kind), count in self.state.upstream_errors.items()
-            ],
-        }
+            ),
+        )
 
 
 def _split(ceiling: int | None, share: tuple[int, int]) -> int | None:

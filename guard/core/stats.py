@@ -11,6 +11,7 @@ from itertools import accumulate
 from typing import Final, Literal
 
 Outcome = Literal["admitted", "over_capacity", "over_rate", "blocked", "bad_request"]
+# The one list of outcomes (metrics exports every one of them, zeros included).
 OUTCOMES: Final[tuple[Outcome, ...]] = (
     "admitted",
     "over_capacity",

@@ -11,19 +11,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from guard.proxy.connection import ConnectionState
+from guard.proxy.connection import PHASE_BODY, PHASE_IDLE, ConnectionState
 
 INF: Final = float("inf")
 # Reasons to pause reading from the client, as bits (reading resumes when none is left).
 PAUSE_BODY: Final = 1
 PAUSE_PIPELINE: Final = 2
 PAUSE_OUTPUT: Final = 4
-# What the connection is reading: a request head, a body, nothing while an answer is due
-# (wait), nothing between requests (idle).
-_HEAD: Final = "head"
-_BODY: Final = "body"
-_WAIT: Final = "wait"
-_IDLE: Final = "idle"
 
 
 class FlowControl(ConnectionState):
@@ -37,7 +31,7 @@ class FlowControl(ConnectionState):
         self.pause_bits = before | bit if on else before & ~bit
         if self.transport is None or self.closing or bool(before) == bool(self.pause_bits):
             return
-        now = self.loop.time()
+        now = self.clock()
         if self.pause_bits:
             self.paused_at = now
             self.transport.pause_reading()
@@ -58,7 +52,7 @@ class FlowControl(ConnectionState):
     def pause_writing(self) -> None:
         """The client reads slower than we answer: stop reading its requests and the
         backend's response until it catches up, and start the send deadline."""
-        self.send_deadline = self.loop.time() + self.limits.send_timeout
+        self.send_deadline = self.clock() + self.limits.send_timeout
         self._pause(PAUSE_OUTPUT, True)
         if self.streaming is not None:
             self.streaming.pause_reading()
@@ -83,9 +77,9 @@ class FlowControl(ConnectionState):
     def _read_deadline_expired(self) -> None:
         active, parsing = self.active, self.parsing
         self.stop_parsing = True
-        if self.phase == _IDLE:
+        if self.phase == PHASE_IDLE:
             self.close_after_write()
-        elif self.phase == _BODY and parsing is not None and parsing is active:
+        elif self.phase == PHASE_BODY and parsing is not None and parsing is active:
             parsing.keep_alive = False
             parsing.fail(408)
             if parsing.discarding:  # no exchange is left to end the connection
@@ -100,7 +94,7 @@ class FlowControl(ConnectionState):
 
     def _body_too_slow(self, now: float) -> bool:
         """After a grace of body_timeout, the body must average limits.min_body_rate."""
-        if self.phase != _BODY or self.parsing is None:
+        if self.phase != PHASE_BODY or self.parsing is None:
             return False
         late = now - self.body_started - self.limits.body_timeout
         return late > 0 and self.parsing.body_bytes < self.limits.min_body_rate * late

@@ -14,7 +14,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from time import monotonic
 from typing import TYPE_CHECKING, Final
 
 from guard.core.admission import Refusal, Ticket
@@ -24,9 +23,9 @@ from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.upstream import ResponseHead, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
+    from guard.proxy.client import ClientConnection
     from guard.proxy.request import Request
-    from guard.proxy.server import ClientConnection
-    from guard.runtime import Generation
+    from guard.proxy.server import Generation
 
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -36,7 +35,7 @@ _COALESCE: Final = 16 * 1024  # response head and first body chunk go out in one
 
 def dispatch(gen: Generation, conn: ClientConnection, req: Request) -> None:
     """Answer or start forwarding `req`; `conn.request_done(req)` follows, now or later."""
-    started = monotonic()  # not loop.time(): uvloop's clock ticks in whole milliseconds
+    started = gen.clock()  # the data path's one clock (uvloop's loop.time() ticks in ms)
     meta = req.meta
     if meta.request_id is None:
         meta.request_id = new_request_id()  # the backend and the access log see the same id
@@ -288,7 +287,7 @@ class Exchange:
             return
         self.done = True
         gen, conn = self.gen, self.conn
-        now = monotonic()
+        now = gen.clock()
         ticket = self.ticket
         if ticket is not None:
             ticket.release()

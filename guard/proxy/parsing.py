@@ -12,7 +12,8 @@ from typing import Final
 
 import httptools
 
-from guard.proxy.flow import _BODY, _HEAD, _IDLE, _WAIT, INF, PAUSE_PIPELINE, FlowControl
+from guard.proxy.connection import PHASE_BODY, PHASE_HEAD, PHASE_IDLE, PHASE_WAIT
+from guard.proxy.flow import INF, PAUSE_PIPELINE, FlowControl
 from guard.proxy.headers import FramingError, scan_request, simple_response
 from guard.proxy.request import DISCARD_LIMIT, Request
 
@@ -59,11 +60,11 @@ class RequestParsing(FlowControl):
                 return
             piece: bytes | memoryview = data
             if view is not None:
-                piece = view[pos : pos + (SLICE if self.phase == _BODY else HEAD_SLICE)]
+                piece = view[pos : pos + (SLICE if self.phase == PHASE_BODY else HEAD_SLICE)]
             pos += len(piece)
-            if self.phase == _IDLE or self.phase == _WAIT:
+            if self.phase == PHASE_IDLE or self.phase == PHASE_WAIT:
                 # First byte of a new request: its head must arrive within header_timeout.
-                self.deadline = self.loop.time() + self.limits.header_timeout
+                self.deadline = self.clock() + self.limits.header_timeout
             try:
                 self.parser.feed_data(piece)
             except httptools.HttpParserUpgrade:
@@ -72,9 +73,9 @@ class RequestParsing(FlowControl):
                 # httptools wraps what a callback raised; our own refusals carry a status.
                 cause = exc.__cause__ or exc.__context__
                 self._refuse(cause.status if isinstance(cause, _Refuse) else _status_of(exc))
-            if self.phase == _BODY and self.parsing is not None and self.parsing.chunked:
+            if self.phase == PHASE_BODY and self.parsing is not None and self.parsing.chunked:
                 self._bound_chunk_overhead(len(piece))
-            elif self.phase == _HEAD and not self.closing:
+            elif self.phase == PHASE_HEAD and not self.closing:
                 # A line still being received is buffered inside the parser: bound it too.
                 self.head_fed += len(piece)
                 if self.head_fed > self.limits.max_header_size + self.limits.max_request_line:
@@ -129,7 +130,7 @@ class RequestParsing(FlowControl):
 
     # -- httptools callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.phase = _HEAD
+        self.phase = PHASE_HEAD
         self.url = b""
         self.headers = []
         self.head_size = 0
@@ -143,7 +144,7 @@ class RequestParsing(FlowControl):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
-        if self.phase == _BODY:  # trailers: read, bounded, never forwarded
+        if self.phase == PHASE_BODY:  # trailers: read, bounded, never forwarded
             if self.head_size > self.limits.max_trailer_size:
                 raise _Refuse(431)
             return
@@ -179,17 +180,17 @@ class RequestParsing(FlowControl):
         self.parsing = req
         self.url, self.headers = b"", []  # now owned by the request
         self.head_size = 0
-        now = self.loop.time()
+        now = self.clock()
         if req.has_body:
-            self.phase = _BODY
+            self.phase = PHASE_BODY
             self.body_started = now
             self.body_seen = 0
             self.overhead_fed = 0
             self.deadline = now + self.limits.body_timeout
-            if req.content_length is not None and req.content_length > self.server.max_body:
+            if req.content_length is not None and req.content_length > self.limits.max_body:
                 req.error = 413
         else:
-            self.phase = _WAIT
+            self.phase = PHASE_WAIT
             self.deadline = INF
         self.pipeline.append(req)  # dispatched once the parser returns (see _feed_slices)
 
@@ -197,8 +198,8 @@ class RequestParsing(FlowControl):
         req = self.parsing
         if req is None:
             return
-        self.deadline = self.loop.time() + self.limits.body_timeout
-        if req.body_bytes + len(body) > self.server.max_body:
+        self.deadline = self.clock() + self.limits.body_timeout
+        if req.body_bytes + len(body) > self.limits.max_body:
             if req is self.active:
                 req.fail(413)
             else:
@@ -210,7 +211,7 @@ class RequestParsing(FlowControl):
 
     def on_message_complete(self) -> None:
         req = self.parsing
-        self.phase = _WAIT
+        self.phase = PHASE_WAIT
         self.deadline = INF
         if req is not None:
             req.finish()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
+from guard.core.clock import Clock
 from guard.proxy.headers import FramingError, Header, response_kept
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.loop = pool.loop
+        self.clock = pool.clock
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
@@ -104,7 +105,7 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         if self.listener is None:  # bytes on an idle connection: the backend is confused
             self.release_transport()
             return
-        self.deadline = self.loop.time() + self.read_timeout
+        self.deadline = self.clock() + self.read_timeout
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -133,7 +134,7 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         if self.request_sink is not None:
             self.request_sink.pause_body()
             # The backend stopped taking the body: from now on it is the one stalling.
-            self.deadline = self.loop.time() + self.read_timeout
+            self.deadline = self.clock() + self.read_timeout
 
     def resume_writing(self) -> None:
         if self.request_sink is not None:
@@ -149,7 +150,7 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         self.body_sent = True
         self.request_sink = None
         if not self.complete:
-            self.deadline = self.loop.time() + self.read_timeout
+            self.deadline = self.clock() + self.read_timeout
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -202,7 +203,7 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         self.listener = listener
         self.head_request = head_request
         self.read_timeout = read_timeout
-        self.deadline = self.loop.time() + read_timeout
+        self.deadline = self.clock() + read_timeout
         self.transport.write(head)
 
     def check_deadline(self, now: float) -> None:
@@ -278,8 +279,11 @@ class Pool:
     """Idle keep-alive connections to one backend. Active connections are not capped here:
     admission already bounds them by the backend's max_active."""
 
-    def __init__(self, host: str, port: int, max_idle: int, connect_timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, max_idle: int, connect_timeout: float, clock: Clock
+    ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.clock = clock  # read deadlines, checked by the server's sweeper
         self.host = host
         self.port = port
         self.max_idle = max_idle

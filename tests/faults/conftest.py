@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any
 
 import pytest
 
-from tests.faults.helpers import Backend, Script, start_backend
-
-StartBackend = Callable[..., Awaitable[Backend]]
+from tests.support.faults import Backend, Script, StartBackend, start_backend
 
 
 @pytest.fixture(autouse=True)

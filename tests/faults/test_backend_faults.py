@@ -11,17 +11,18 @@ import asyncio
 
 import pytest
 
-from tests.conftest import StartGuard, StartWas, free_port, poll
-from tests.faults.conftest import StartBackend
-from tests.faults.helpers import (
+from tests.support.faults import (
     Backend,
+    StartBackend,
     metric,
     one_backend,
     read_head,
     read_head_then,
     rst_close,
 )
-from tests.rawhttp import RawResponse, exchange, read_response
+from tests.support.polling import poll
+from tests.support.rawhttp import RawResponse, exchange, read_response
+from tests.support.servers import StartGuard, StartWas, free_port
 
 FAST = "timeouts: {read: 300ms, shutdown: 1s}\n"
 ERRORS = "guard_upstream_errors_total"

@@ -13,8 +13,8 @@ import random
 import time
 
 from guard.core import admission as admission_module
-from tests.conftest import StartGuard
-from tests.faults.helpers import series
+from tests.support.faults import series
+from tests.support.servers import StartGuard
 
 TOTAL = 100_000
 SOCKETS = 8

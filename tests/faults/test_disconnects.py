@@ -16,9 +16,16 @@ import asyncio
 
 import pytest
 
-from tests.conftest import StartGuard, StartWas, backends_yaml, poll
-from tests.faults.conftest import StartBackend
-from tests.faults.helpers import Backend, metric, one_backend, read_head, wait_clients_gone
+from tests.support.faults import (
+    Backend,
+    StartBackend,
+    metric,
+    one_backend,
+    read_head,
+    wait_clients_gone,
+)
+from tests.support.polling import poll
+from tests.support.servers import StartGuard, StartWas, backends_yaml
 
 ERRORS = "guard_upstream_errors_total"
 GET = b"GET /x HTTP/1.1\r\nHost: shop\r\n\r\n"

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from tests.conftest import StartGuard, poll
-from tests.rawhttp import read_request_head, read_response, scripted_backend
+from tests.support.polling import poll
+from tests.support.rawhttp import read_request_head, read_response, scripted_backend
+from tests.support.servers import StartGuard
 
 
 def _content_length(head: bytes) -> int:

@@ -9,9 +9,10 @@ import logging
 import aiohttp
 import pytest
 
-from tests.conftest import Guard, StartGuard, StartWas, backends_yaml, poll
-from tests.faults.helpers import metric, series
-from tests.rawhttp import read_response
+from tests.support.faults import metric, series
+from tests.support.polling import poll
+from tests.support.rawhttp import read_response
+from tests.support.servers import Guard, StartGuard, StartWas, backends_yaml
 
 RELOADS = "guard_config_reloads_total"
 HOLD_RULE = "rules:\n  - {name: hold, path: /__was/hold, max_active: 10}\n"

@@ -5,52 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import aiohttp
-import pytest
 
-from tests.conftest import StartWas, Was, free_port, write_config
-from tests.conftest import poll_async as until
-from tests.rawhttp import read_response
+from tests.support.polling import poll_async as until
+from tests.support.processes import SpawnGuard
+from tests.support.rawhttp import read_response
+from tests.support.servers import StartWas, Was
 
-ROOT = Path(__file__).resolve().parents[2]
 HOLD = b"GET /__was/hold HTTP/1.1\r\nHost: shop\r\n\r\n"
-
-
-@dataclass
-class GuardProcess:
-    proc: asyncio.subprocess.Process
-    config_path: Path
-    port: int
-    admin_port: int
-    stderr_path: Path
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    async def status(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as s, s.get(f"{self.admin_url}/status") as r:
-            return dict(await r.json())
-
-    async def exit_code(self, timeout: float) -> int:
-        return await asyncio.wait_for(self.proc.wait(), timeout)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
 
 
 async def refuses_connections(port: int) -> bool:
@@ -60,61 +23,6 @@ async def refuses_connections(port: int) -> bool:
         return True
     writer.transport.abort()
     return False
-
-
-SpawnGuard = Callable[..., Awaitable[GuardProcess]]
-
-
-@pytest.fixture
-async def spawn_guard(tmp_path: Path) -> AsyncIterator[SpawnGuard]:
-    procs: list[GuardProcess] = []
-
-    async def spawn(body: str) -> GuardProcess:
-        port, admin_port = free_port(), free_port()
-        header = f"""
-        listen: 127.0.0.1:{port}
-        admin_listen: 127.0.0.1:{admin_port}
-        waiting_page: waiting.html
-        access_log: {{format: json, path: access.log}}
-        """
-        path = write_config(tmp_path, textwrap.dedent(header) + textwrap.dedent(body))
-        err = tmp_path / f"guard-{len(procs)}.stderr"
-        with err.open("wb") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "guard.cli",
-                "run",
-                "-c",
-                str(path),
-                cwd=ROOT,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        g = GuardProcess(proc, path, port, admin_port, err)
-        procs.append(g)
-
-        async def ready() -> bool:
-            if proc.returncode is not None:
-                raise AssertionError(f"guard exited {proc.returncode}: {g.stderr()}")
-            try:
-                async with (
-                    aiohttp.ClientSession() as s,
-                    s.get(f"{g.admin_url}/healthz") as r,
-                ):
-                    return r.status == 200 and not await refuses_connections(port)
-            except aiohttp.ClientConnectionError:
-                return False
-
-        await until(ready, 15.0, lambda: f"guard did not start: {g.stderr()}")
-        return g
-
-    yield spawn
-    for g in procs:
-        if g.proc.returncode is None:
-            g.proc.kill()
-            await g.proc.wait()
 
 
 def backend(was: Was, max_active: int = 20) -> str:
@@ -140,7 +48,7 @@ async def test_sigterm_finishes_in_flight_refuses_new_and_exits_0(
     sent = loop.time()
     g.signal(signal.SIGTERM)
     await until(lambda: refuses_connections(g.port), 2.0, lambda: "still accepting after SIGTERM")
-    assert g.proc.returncode is None, "exited without waiting for in-flight requests"
+    assert g.running(), "exited without waiting for in-flight requests"
     assert (await read_response(idle_r, timeout=2.0)).status == 0  # idle ones are closed
     assert (await was.stats())["active"] == 5
 

@@ -6,7 +6,8 @@ import asyncio
 
 import aiohttp
 
-from tests.conftest import StartGuard, StartWas, Was, backends_yaml, poll, read_access_log
+from tests.support.polling import poll
+from tests.support.servers import StartGuard, StartWas, Was, backends_yaml, read_access_log
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml"}
 

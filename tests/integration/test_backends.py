@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from guard.was import run_was
-from tests.conftest import StartGuard, StartWas, backends_yaml, free_port, poll
+from guard.tools.was import run_was
+from tests.support.polling import poll
+from tests.support.servers import StartGuard, StartWas, backends_yaml, free_port
 
 
 async def test_active_health_check_marks_down_and_up_without_traffic(

@@ -8,13 +8,13 @@ import os
 import aiohttp
 import psutil
 
-from tests.conftest import StartGuard, StartWas, backends_yaml
-from tests.rawhttp import (
+from tests.support.rawhttp import (
     exchange,
     read_request_head,
     read_response,
     scripted_backend,
 )
+from tests.support.servers import StartGuard, StartWas, backends_yaml
 
 
 async def test_forwarding_headers_and_hop_by_hop_stripping(
@@ -123,7 +123,7 @@ async def test_backend_down_retry_then_cooldown(
     start_was: StartWas, start_guard: StartGuard
 ) -> None:
     was = await start_was("was-2")
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     dead = free_port()  # nothing listens here
     guard = await start_guard(
@@ -146,7 +146,7 @@ async def test_backend_down_retry_then_cooldown(
 
 
 async def test_post_is_not_retried(start_guard: StartGuard) -> None:
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     guard = await start_guard(
         f"backends:\n  - {{name: was-1, url: 'http://127.0.0.1:{free_port()}', max_active: 5}}\n"

@@ -4,36 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from tests.conftest import StartWas, free_port, poll, write_config
+from tests.support.polling import poll, poll_async
+from tests.support.processes import SpawnGuard
+from tests.support.servers import StartWas
 
 
-async def test_ceiling_holds_across_workers(start_was: StartWas, tmp_path: Path) -> None:
+async def test_ceiling_holds_across_workers(start_was: StartWas, spawn_guard: SpawnGuard) -> None:
     was = await start_was()
-    port, admin = free_port(), free_port()
-    cfg = write_config(
-        tmp_path,
+    g = await spawn_guard(
         f"""
-        listen: 127.0.0.1:{port}
-        admin_listen: 127.0.0.1:{admin}
         workers: 2
-        waiting_page: waiting.html
-        access_log: {{format: off}}
         backends:
           - {{name: was-1, url: '{was.url}', max_active: 3}}
-        """,
+        """
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "guard.cli", "run", "-c", str(cfg)
-    )
+    port, admin = g.port, g.admin_port
     try:
         async with aiohttp.ClientSession() as s:
-            await _wait_up(s, f"http://127.0.0.1:{admin}/healthz")
-            await _wait_up(s, f"http://127.0.0.1:{port}/__guard/static/waiting.css")
 
             async def one() -> int:
                 # a fresh connection each: the kernel spreads them over the workers
@@ -56,21 +47,25 @@ async def test_ceiling_holds_across_workers(start_was: StartWas, tmp_path: Path)
             results = await asyncio.gather(*tasks)
             assert set(results) <= {200, 503}
             assert results.count(200) == (await was.stats())["served"] <= 3
+
+            async def merged() -> dict[str, Any]:
+                async with s.get(f"http://127.0.0.1:{admin}/status") as r:
+                    return dict(await r.json())
+
+            async def all_counted() -> bool:
+                return sum((await merged())["rules"][0]["counts"].values()) == len(results)
+
+            # Every worker's counts, summed by the supervisor: one outcome per request.
+            await poll_async(all_counted, 10, "the merged counts never reached 12")
+            status = await merged()
+            counts = status["rules"][0]["counts"]
+            assert counts["admitted"] == results.count(200)
+            assert counts["over_capacity"] == results.count(503)
+            assert status["durations"][0]["count"] == results.count(200)
+            assert status["site"]["active"] == 0
+            assert status["pairs"] == [{"backend": "was-1", "rule": "default", "active": 0}]
+            assert status["reloads"] == {"success": 0, "failure": 0}
     finally:
         await was.release()
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-
-
-async def _wait_up(s: aiohttp.ClientSession, url: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while True:
-        try:
-            async with s.get(url) as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        assert loop.time() < deadline, f"{url} never came up"
-        await poll(lambda: True)
+        g.signal(signal.SIGTERM)
+        assert await g.exit_code(30) == 0

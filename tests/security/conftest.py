@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.rawhttp import RecordingBackend
+from tests.support.rawhttp import RecordingBackend
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import json
 import aiohttp
 import pytest
 
-from tests.conftest import Guard, StartGuard, StartWas, Was, backends_yaml
-from tests.rawhttp import exchange
+from tests.support.rawhttp import exchange
+from tests.support.servers import Guard, StartGuard, StartWas, Was, backends_yaml
 
 RULES = "rules:\n  - {name: event, path: /event/**, max_active: 7}\n"
 

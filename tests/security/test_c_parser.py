@@ -13,7 +13,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from tests.conftest import free_port, write_config
+from tests.support.servers import free_port, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ import asyncio
 
 from aiohttp import web
 
-from tests.conftest import StartGuard
-from tests.rawhttp import exchange, read_request_head, scripted_backend
+from tests.support.rawhttp import exchange, read_request_head, scripted_backend
+from tests.support.servers import StartGuard
 
 
 async def test_early_answer_before_the_body_cannot_smuggle_a_request(

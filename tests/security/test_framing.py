@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.conftest import StartGuard
-from tests.rawhttp import RecordingBackend, exchange
-from tests.security.support import assert_refused, recorder_yaml
+from tests.support.rawhttp import RecordingBackend, exchange
+from tests.support.security import assert_refused, recorder_yaml
+from tests.support.servers import StartGuard
 
 POST = b"POST /event/a HTTP/1.1\r\nHost: shop.example\r\n"
 SMUGGLED = b"GET /admin/secret HTTP/1.1\r\nHost: shop.example\r\n\r\n"

@@ -8,15 +8,16 @@ import json
 import socket
 from pathlib import Path
 
-from tests.conftest import Guard, StartGuard, poll
-from tests.rawhttp import (
+from tests.support.polling import poll
+from tests.support.rawhttp import (
     RecordingBackend,
     exchange,
     peer_closes,
     read_response,
     send_paced,
 )
-from tests.security.support import assert_refused, recorder_yaml, reply, send_raw
+from tests.support.security import assert_refused, recorder_yaml, reply, send_raw
+from tests.support.servers import Guard, StartGuard
 
 LIMITS = """
 client_max_size: 1k

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import Guard, StartGuard, StartWas, Was, backends_yaml
-from tests.rawhttp import exchange
+from tests.support.rawhttp import exchange
+from tests.support.servers import Guard, StartGuard, StartWas, Was, backends_yaml
 
 RULES = """
 rules:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.conftest import Guard, StartGuard, StartWas, Was, backends_yaml, read_access_log
-from tests.rawhttp import exchange, peer_closes, read_response
-from tests.security.support import reply
+from tests.support.rawhttp import exchange, peer_closes, read_response
+from tests.support.security import reply
+from tests.support.servers import Guard, StartGuard, StartWas, Was, backends_yaml, read_access_log
 
 HOP = ("connection", "keep-alive", "te", "proxy-connection", "upgrade", "http2-settings", "trailer")
 

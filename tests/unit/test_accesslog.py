@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.accesslog import AccessLog
+from guard.proxy.accesslog import AccessLog
 
 T0 = 1_700_000_000.25  # 2023-11-14T22:13:20.250Z
 

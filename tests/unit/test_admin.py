@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from guard.admin import ReloadResult, make_admin_app
+from guard.admin import make_admin_app
+from guard.core import (
+    BackendView,
+    DurationView,
+    PairView,
+    RuleView,
+    SiteView,
+    Snapshot,
+    UpstreamErrorView,
+)
+from guard.reload import ReloadResult
 
 PROBLEM = {"file": "guard.yaml", "line": 14, "key": "rules[1].rate", "message": "bad rate"}
 
@@ -20,33 +31,16 @@ class FakeAdmission:
     def __init__(self, active: int) -> None:
         self.active = active
 
-    def snapshot(self) -> Mapping[str, Any]:
+    def snapshot(self) -> Snapshot:
         a = self.active
-        return {
-            "site": {"active": a, "max_active": None},
-            "backends": [
-                {
-                    "name": "was-1",
-                    "url": "http://127.0.0.1:8081",
-                    "active": a,
-                    "max_active": 10,
-                    "up": True,
-                    "draining": False,
-                }
-            ],
-            "rules": [
-                {
-                    "name": "default",
-                    "active": a,
-                    "max_active": None,
-                    "rate": None,
-                    "outcomes": {"admitted": 4},
-                }
-            ],
-            "pairs": [{"backend": "was-1", "rule": "default", "active": a}],
-            "durations": {},
-            "upstream_errors": [],
-        }
+        return Snapshot(
+            site=SiteView(a, None),
+            backends=(BackendView("was-1", "http://127.0.0.1:8081", a, 10, True, False),),
+            rules=(RuleView("default", a, None, None, {"admitted": 4}),),
+            pairs=(PairView("was-1", "default", a),),
+            durations=(DurationView("default", (0.1, math.inf), (3, 4), 0.25, 4),),
+            upstream_errors=(UpstreamErrorView("was-1", "timeout", 1),),
+        )
 
 
 @dataclass
@@ -122,6 +116,16 @@ async def test_status(client: TestClient[Any, Any]) -> None:
         "sha256": "ab" * 32,
         "loaded_at": "1970-01-01T00:00:00.500Z",
     }
+    assert doc["reloads"] == {"success": 0, "failure": 0}
+    # Added with the typed snapshot: what metrics export, in JSON, and the worker count.
+    assert doc["pairs"] == [{"backend": "was-1", "rule": "default", "active": 2}]
+    assert doc["durations"] == [
+        {"rule": "default", "bounds": [0.1], "cumulative": [3], "sum": 0.25, "count": 4}
+    ]
+    assert doc["upstream_errors"] == [{"backend": "was-1", "kind": "timeout", "count": 1}]
+    assert doc["workers"] == 1
+    # The supervisor of `workers: N` reads this document back into the very snapshot.
+    assert Snapshot.from_json(doc) == FakeAdmission(2).snapshot()
 
 
 async def test_metrics(client: TestClient[Any, Any]) -> None:

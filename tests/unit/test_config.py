@@ -29,7 +29,7 @@ from guard.config import (
     problems_as_json,
     summarize,
 )
-from guard.config_types import (
+from guard.config.types import (
     BackendUrl,
     Methods,
     NetworkList,

@@ -6,7 +6,7 @@ back a per-instance __dict__ (~1 KB)."""
 import os
 
 from guard import data_path
-from guard.proxy.server import ClientConnection
+from guard.proxy.client import ClientConnection
 
 
 def test_client_connection_has_no_instance_dict() -> None:

@@ -25,10 +25,10 @@ def refusal(result: Ticket | Refusal | None) -> Refusal:
 def gauges(admission: Admission) -> tuple[int, list[int], list[int], list[int]]:
     snap = admission.snapshot()
     return (
-        snap["site"]["active"],
-        [b["active"] for b in snap["backends"]],
-        [r["active"] for r in snap["rules"]],
-        [p["active"] for p in snap["pairs"]],
+        snap.site.active,
+        [b.active for b in snap.backends],
+        [r.active for r in snap.rules],
+        [p.active for p in snap.pairs],
     )
 
 
@@ -130,9 +130,9 @@ def test_down_backend_cooldown_and_recovery() -> None:
     assert refusal(admit(admission)).outcome == "over_capacity"  # nothing usable
     clock.advance(a.cooldown)
     assert ticket(admit(admission)).backend.name == "a"  # tried again after the cooldown
-    assert admission.snapshot()["backends"][0]["up"] is False  # ... but not up yet
+    assert admission.snapshot().backends[0].up is False  # ... but not up yet
     a.health.mark_success()
-    assert admission.snapshot()["backends"][0]["up"] is True
+    assert admission.snapshot().backends[0].up is True
 
 
 def test_bypass_ignores_ceilings_but_not_health() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from guard.core import Admission, Refusal, Ticket
+from guard.core import Admission, Refusal, SiteView, Ticket
 from tests.unit.test_core_fakes import backend, build, config, rule
 
 
@@ -22,10 +22,10 @@ def test_reload_keeps_counts_health_outcomes_and_unchanged_buckets() -> None:
 
     new = Admission(config(backend("a"), backend("b"), rules=(event,)), state, clock)
     snap = new.snapshot()
-    assert snap["site"] == {"active": 1, "max_active": None}
-    assert [r["active"] for r in snap["rules"]] == [1, 0]
-    assert snap["rules"][0]["outcomes"]["admitted"] == 1
-    assert [b["up"] for b in snap["backends"]] == [True, False]
+    assert snap.site == SiteView(active=1, max_active=None)
+    assert [r.active for r in snap.rules] == [1, 0]
+    assert snap.rules[0].outcomes["admitted"] == 1
+    assert [b.up for b in snap.backends] == [True, False]
     rule_now = new.match("GET", "/event")
     assert rule_now.bucket is held.rule.bucket  # same rate and burst: same bucket
     admit(new)
@@ -57,14 +57,14 @@ def test_old_ticket_released_after_reload_brings_gauges_to_zero() -> None:
     tickets = [admit(old), admit(old), admit(old, "/other")]
     # The new config drops backend b and renames nothing else.
     new = Admission(config(backend("a"), rules=(rule("event", "/event/**"),)), state, clock)
-    assert new.snapshot()["site"]["active"] == 3
+    assert new.snapshot().site.active == 3
     for t in tickets:
         t.release()
     snap = new.snapshot()
-    assert snap["site"]["active"] == 0
-    assert {b["active"] for b in snap["backends"]} == {0}
-    assert {r["active"] for r in snap["rules"]} == {0}
-    assert {p["active"] for p in snap["pairs"]} == {0}
+    assert snap.site.active == 0
+    assert {b.active for b in snap.backends} == {0}
+    assert {r.active for r in snap.rules} == {0}
+    assert {p.active for p in snap.pairs} == {0}
     assert state.counter(("backend", "b")).value == 0  # the dropped backend too
 
 
@@ -76,5 +76,5 @@ def test_rule_of_an_old_generation_admitted_by_a_new_one() -> None:
     assert isinstance(t, Ticket)
     assert state.counter(("pair", "a", "gone")).value == 1
     t.release()
-    assert new.snapshot()["site"]["active"] == 0
+    assert new.snapshot().site.active == 0
     assert state.counter(("pair", "a", "gone")).value == 0

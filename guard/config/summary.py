@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # guard.config imports this module; the types are only for mypy
-    from guard.config import LoadedConfig, Rule
+if TYPE_CHECKING:  # the types are only for mypy; models need nothing from here
+    from guard.config.models import LoadedConfig
+    from guard.config.sections import Rule
 
 
 def summarize(loaded: LoadedConfig) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from guard.config_types import shown
-from guard.config_yaml import Loc, YamlDocument
+from guard.config.reader import Loc, YamlDocument
+from guard.config.types import shown
 
 # The error type our model validators use to report several keys in one raise.
 CONFLICTS = "guard_conflicts"

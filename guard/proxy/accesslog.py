@@ -102,10 +102,15 @@ class AccessLog:
 
     @classmethod
     def from_config(
-        cls, cfg: AccessLogConfigLike | None, *, stdout: Sink | None = None
+        cls,
+        cfg: AccessLogConfigLike | None,
+        *,
+        stdout: Sink | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> AccessLog:
         """json/text appended to ``cfg.path``, or written to stdout (``stdout`` overrides it,
-        for tests); ``off`` or no config logs nothing. Raises OSError if the file can't open."""
+        for tests); ``off`` or no config logs nothing. Raises OSError if the file can't open.
+        ``clock`` is the wall clock of the timestamps."""
         if cfg is None or cfg.format == "off":
             return cls("off", None)
         fmt: Format = "json" if cfg.format == "json" else "text"
@@ -114,13 +119,13 @@ class AccessLog:
         if cfg.path is not None:
             # Unbuffered: our own buffer is the only one, so a flush really reaches the file.
             f = open(cfg.path, "ab", buffering=0)  # noqa: SIM115 - owned by the AccessLog
-            return cls(fmt, f, close=f.close)
+            return cls(fmt, f, close=f.close, clock=clock)
         if stdout is not None:
-            return cls(fmt, stdout)
+            return cls(fmt, stdout, clock=clock)
         # Raw fd 1, bypassing sys.stdout's buffer (which would hold lines back in a pipe).
         sys.stdout.flush()
         out = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)  # noqa: SIM115
-        return cls(fmt, out, close=out.close)
+        return cls(fmt, out, close=out.close, clock=clock)
 
     def log(
         self,

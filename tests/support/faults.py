@@ -10,10 +10,12 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from tests.conftest import Guard, poll
-from tests.rawhttp import RawResponse, read_response, scripted_backend
+from tests.support.polling import poll
+from tests.support.rawhttp import RawResponse, read_response, scripted_backend
+from tests.support.servers import Guard
 
 Script = Callable[["Backend", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+StartBackend = Callable[..., Awaitable["Backend"]]
 
 
 @dataclass

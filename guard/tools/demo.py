@@ -6,13 +6,13 @@ import asyncio
 from pathlib import Path
 
 from guard.serve import serve
-from guard.was import run_was
+from guard.tools.was import run_was
 
 DEMO_WAS = (("was-1", 8081), ("was-2", 8082))
 
 
 def demo_config() -> Path:
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         candidate = base / "config" / "demo.yaml"
         if candidate.is_file():
             return candidate

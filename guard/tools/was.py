@@ -21,7 +21,7 @@ Endpoints (any method unless noted):
 returns; it is what guard must keep at or below a backend's ``max_active``. The control
 endpoints (stats, reset, release, wait) take no slot and are not counted.
 
-Run: ``python -m guard.was --port 8081 --workers 20 --service-time 0.05 --name was-1``.
+Run: ``python -m guard.tools.was --port 8081 --workers 20 --service-time 0.05 --name was-1``.
 """
 
 from __future__ import annotations
@@ -325,7 +325,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m guard.was", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m guard.tools.was", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--workers", type=int, default=20, help="worker slots (thread pool size)")

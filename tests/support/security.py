@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import Guard
-from tests.rawhttp import RawResponse, RecordingBackend, exchange, peer_closes, read_response
+from tests.support.rawhttp import (
+    RawResponse,
+    RecordingBackend,
+    exchange,
+    peer_closes,
+    read_response,
+)
+from tests.support.servers import Guard
 
 # A request leaked by guard would hold Runtime.stop() for timeouts.shutdown (30 s default).
 FAST_STOP = "timeouts: {shutdown: 500ms}\n"

@@ -1,0 +1,204 @@
+"""The sections of guard's configuration: backends, rules and the settings groups.
+
+Each is a frozen pydantic model whose field names are the user contract
+(docs/DESIGN.md, "Config model"); the top-level ``Config`` in ``models`` holds them.
+The path helpers live here too because both a section (``AccessLog.path``) and the
+top level (``waiting_page``, ``static_dir``) resolve files against the config's folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from guard.config.errors import conflicts
+from guard.config.types import (
+    BackendUrl,
+    Duration,
+    DurationOrZero,
+    Flag,
+    HealthPath,
+    Methods,
+    Name,
+    NonNegativeInt,
+    PathPattern,
+    PositiveInt,
+    Rate,
+    Size,
+)
+
+__all__ = [
+    "MODEL",
+    "AccessLog",
+    "Backend",
+    "Health",
+    "Limits",
+    "Rule",
+    "Timeouts",
+    "checking_files",
+    "file_error",
+    "resolve",
+]
+
+MODEL = ConfigDict(frozen=True, extra="forbid")
+
+
+def resolve(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths are relative to the config file's folder, never to the cwd."""
+    base = (info.context or {}).get("base_dir")
+    if base is None or value.is_absolute():
+        return value
+    return Path(os.path.normpath(Path(base) / value))
+
+
+def checking_files(info: ValidationInfo) -> bool:
+    # Files are checked when a config file is loaded; models built in code (tests of
+    # other layers) are not tied to the filesystem.
+    return bool((info.context or {}).get("base_dir"))
+
+
+def file_error(reason: str, path: Path) -> PydanticCustomError:
+    context = {"reason": reason, "path": str(path)}
+    return PydanticCustomError("guard_file", "{reason}: {path}", context)
+
+
+class Timeouts(BaseModel):
+    model_config = MODEL
+
+    connect: Duration = 2.0
+    read: Duration = 30.0  # idle time between bytes from the backend, not a total
+    shutdown: DurationOrZero = 30.0
+
+
+class Limits(BaseModel):
+    model_config = MODEL
+
+    header_timeout: Duration = 10.0
+    body_timeout: Duration = 30.0
+    keepalive_timeout: Duration = 60.0
+    send_timeout: Duration = 30.0
+    max_request_line: Size = 8192
+    max_header_size: Size = 16384
+    max_headers: PositiveInt = 100
+    max_trailer_size: Size = 8192
+    max_connections: PositiveInt = 10000
+    max_tracked_clients: PositiveInt = 100000
+    # Bytes per second a request body must average once body_timeout has passed: a body
+    # trickled just under body_timeout per byte would otherwise hold its slot forever.
+    min_body_rate: Size = 240
+
+
+def _log_format(value: Any) -> Any:
+    return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+
+class AccessLog(BaseModel):
+    model_config = MODEL
+
+    format: Annotated[Literal["json", "text", "off"], BeforeValidator(_log_format)] = "json"
+    path: Path | None = None  # None: stdout
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        value = resolve(value, info)
+        if checking_files(info) and not value.parent.is_dir():
+            raise file_error("folder does not exist", value.parent)
+        return value
+
+
+class Health(BaseModel):
+    model_config = MODEL
+
+    path: HealthPath
+    interval: Duration
+    timeout: Duration = 2.0
+
+
+class Backend(BaseModel):
+    model_config = MODEL
+
+    name: Name
+    url: BackendUrl  # normalised to "http://host:port"
+    max_active: PositiveInt
+    drain: Flag = False
+    cooldown: DurationOrZero = 5.0
+    health: Health | None = None
+    max_idle: NonNegativeInt = 64
+
+    @property
+    def host(self) -> str:
+        return self.url[len("http://") :].rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+class Rule(BaseModel):
+    model_config = MODEL
+
+    name: Name
+    path: PathPattern
+    methods: Methods | None = None  # None: every method
+    max_active: PositiveInt | None = None
+    rate: Rate | None = None
+    burst: PositiveInt | None = None
+    per_client: Flag = False
+    action: Literal["wait", "reject"] = "wait"
+    bypass: Flag = False
+    block: Flag = False
+
+    @property
+    def effective_burst(self) -> int:
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(self.rate.per_second)) if self.rate else 1
+
+    @field_validator("name")
+    @classmethod
+    def _not_default(cls, value: str) -> str:
+        if value == "default":
+            raise PydanticCustomError(
+                "guard_reserved", '"default" is reserved for the implicit last rule'
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _compatible(self) -> Rule:
+        # Blame the key that cannot be there, on its own line, so the fix is obvious.
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        for flag, others in (
+            ("bypass", ("block", "max_active", "rate")),
+            ("block", ("max_active", "rate")),
+        ):
+            if getattr(self, flag):
+                found += [
+                    ((key,), f"not allowed with {flag}: true")
+                    for key in others
+                    if getattr(self, key) not in (None, False)
+                    and not (flag == "block" and self.bypass)
+                ]
+        if self.rate is None:
+            found += [
+                ((key,), "requires rate")
+                for key in ("burst", "per_client")
+                if getattr(self, key) not in (None, False)
+            ]
+        if found:
+            raise conflicts(found)
+        return self
