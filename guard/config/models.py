@@ -23,8 +23,10 @@ from pydantic import (
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 
+from guard.config.checks import method_warnings, reserve_conflicts, route_conflicts
 from guard.config.errors import (
     ConfigError,
     Problem,
@@ -41,12 +43,21 @@ from guard.config.sections import (
     Backend,
     Limits,
     Rule,
+    StickyCookie,
     Timeouts,
     checking_files,
     file_error,
     resolve,
 )
-from guard.config.types import DurationOrZero, HostPort, NetworkList, PositiveInt, Size
+from guard.config.types import (
+    CookieNames,
+    DurationOrZero,
+    HostPort,
+    NetworkList,
+    PositiveInt,
+    SessionParams,
+    Size,
+)
 
 __all__ = ["Config", "LoadedConfig", "load_config", "parse_config"]
 
@@ -71,6 +82,11 @@ class Config(BaseModel):
     access_log: AccessLog = AccessLog()
     backends: tuple[Backend, ...] = Field(min_length=1)
     rules: tuple[Rule, ...] = ()
+    # Session affinity (README "Session affinity"): the path parameters kept for the
+    # backend and read for routes, the cookies read for routes, guard's own cookie.
+    session_params: SessionParams = ("jsessionid",)
+    session_cookies: CookieNames = ("JSESSIONID",)
+    sticky_cookie: StickyCookie | None = None
 
     @property
     def retry_after_s(self) -> int:
@@ -113,6 +129,14 @@ class Config(BaseModel):
             raise conflicts(found)
         return value
 
+    @model_validator(mode="after")
+    def _across_sections(self) -> Config:
+        found = reserve_conflicts(self.max_active, self.backends, self.rules)
+        found += route_conflicts(self.backends)
+        if found:
+            raise conflicts(found)
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
@@ -120,10 +144,16 @@ class LoadedConfig:
     path: Path
     sha256: str
     loaded_at: float
+    warnings: tuple[Problem, ...] = ()  # loads, but probably a mistake (guard check shows them)
 
 
 def parse_config(text: str, path: Path) -> Config:
     """Validate YAML ``text`` as if read from ``path``; raise ConfigError with every problem."""
+    return parse_config_warnings(text, path)[0]
+
+
+def parse_config_warnings(text: str, path: Path) -> tuple[Config, list[Problem]]:
+    """parse_config(), and the warnings about the settings that loaded."""
     file = str(path)
     doc = read_yaml(text)
     problems = [Problem(file, i.line, key_path(i.loc), i.message) for i in doc.issues]
@@ -138,7 +168,7 @@ def parse_config(text: str, path: Path) -> Config:
             problems += raw_duplicate_problems(doc, file)
         else:
             if not problems:
-                return config
+                return config, method_warnings(config.rules, doc, file)
     raise ConfigError(problems)
 
 
@@ -154,5 +184,6 @@ def load_config(path: str | Path) -> LoadedConfig:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Problem(str(path), line, "file", "not valid UTF-8")]) from None
-    config = parse_config(text, path)
-    return LoadedConfig(config, path, hashlib.sha256(raw).hexdigest(), time.time())
+    config, warnings = parse_config_warnings(text, path)
+    digest = hashlib.sha256(raw).hexdigest()
+    return LoadedConfig(config, path, digest, time.time(), tuple(warnings))

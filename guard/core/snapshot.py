@@ -54,6 +54,7 @@ class BackendView:
     max_active: int
     up: bool  # False while in the cool-down after a connect failure
     draining: bool
+    sticky_rerouted: int = 0  # session requests sent elsewhere: it was down or draining
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class BackendView:
             "max_active": self.max_active,
             "up": self.up,
             "draining": self.draining,
+            "sticky_rerouted": self.sticky_rerouted,
         }
 
     @staticmethod
@@ -74,6 +76,7 @@ class BackendView:
             int(doc["max_active"]),
             bool(doc["up"]),
             bool(doc["draining"]),
+            int(doc.get("sticky_rerouted", 0)),
         )
 
 
@@ -256,6 +259,7 @@ def _merge_backends(group: list[BackendView]) -> BackendView:
         sum(b.max_active for b in group),
         any(b.up for b in group),
         any(b.draining for b in group),
+        sum(b.sticky_rerouted for b in group),
     )
 
 

@@ -21,13 +21,13 @@ class BackendPicker(Protocol):
     def pair_counter(self, backend: BackendSlot, rule_name: str) -> Counter: ...
 
     def pick_backend(
-        self, now: float, full_ok: bool, exclude: set[str] | None
+        self, now: float, full_ok: bool, exclude: set[str] | None, rule: CompiledRule
     ) -> BackendSlot | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    outcome: Literal["over_capacity", "over_rate", "blocked"]
+    outcome: Literal["over_capacity", "over_rate", "blocked", "unavailable"]
     rule: CompiledRule
     status: Literal[503, 429, 403]
     retry_after: int  # seconds, for Retry-After
@@ -47,11 +47,19 @@ class BackendSlot:
         "name",
         "pair_counters",
         "port",
+        "prefer",
+        "rerouted",
+        "route",
         "url",
     )
 
     def __init__(
-        self, spec: BackendSpec, max_active: int, counter: Counter, health: Health
+        self,
+        spec: BackendSpec,
+        max_active: int,
+        counter: Counter,
+        health: Health,
+        rerouted: Counter,
     ) -> None:
         self.name = spec.name
         self.url = spec.url
@@ -63,12 +71,25 @@ class BackendSlot:
         self.counter = counter
         self.health = health
         self.pair_counters: dict[str, Counter] = {}  # rule name -> (backend, rule) counter
+        self.route = spec.route
+        self.prefer = spec.sticky == "prefer"  # when full, another backend may take its sessions
+        self.rerouted = rerouted  # sticky requests sent elsewhere: it was down or draining
 
 
 class Ticket:
     """An admitted request: holds its slots until release()."""
 
-    __slots__ = ("_admission", "_live", "_pair", "_site", "_tried", "backend", "rule", "started")
+    __slots__ = (
+        "_admission",
+        "_live",
+        "_pair",
+        "_site",
+        "_tried",
+        "backend",
+        "rule",
+        "started",
+        "sticky",
+    )
 
     def __init__(
         self, admission: BackendPicker, rule: CompiledRule, backend: BackendSlot, started: float
@@ -83,6 +104,7 @@ class Ticket:
         )
         self._live = True
         self._tried: set[str] | None = None  # allocated on the first reroute only
+        self.sticky = False  # the backend was chosen by the request's session route
         self._site.value += 1
         rule.counter.value += 1
         backend.counter.value += 1
@@ -106,9 +128,12 @@ class Ticket:
         if tried is None:
             tried = self._tried = set()
         tried.add(self.backend.name)
-        new = self._admission.pick_backend(now, self.rule.bypass, tried)
+        new = self._admission.pick_backend(now, self.rule.bypass, tried, self.rule)
         if new is None:
             return False
+        if self.sticky:  # the session's backend failed to connect: its session is lost
+            self.sticky = False
+            self.backend.rerouted.value += 1
         pair = new.pair_counters.get(self.rule.name) or self._admission.pair_counter(
             new, self.rule.name
         )

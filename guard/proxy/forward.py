@@ -17,8 +17,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from guard.core.admission import Refusal, Ticket
-from guard.core.paths import BadPath, canonicalize
-from guard.proxy.headers import client_address, new_request_id, request_head, response_head
+from guard.core.affinity import Affinity
+from guard.core.paths import BadPath, canonicalize, param_route, route_of
+from guard.proxy.headers import (
+    client_address,
+    new_request_id,
+    request_head,
+    response_head,
+    session_cookies,
+)
 from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.upstream import ResponseHead, UpstreamConnection, UpstreamError
 
@@ -60,6 +67,7 @@ class Exchange:
         "gen",
         "head_out",
         "outcome",
+        "own_cookie",
         "path",
         "req",
         "request_bytes",
@@ -85,6 +93,7 @@ class Exchange:
         self.up: UpstreamConnection | None = None
         self.head_out: bytes | None = None  # response head not yet written (coalescing)
         self.request_bytes = b""
+        self.own_cookie: bytes | None = None  # the client's affinity cookie (sticky_cookie)
         self.retry_left = 1 if req.method in IDEMPOTENT else 0
         self.done = False
 
@@ -97,29 +106,41 @@ class Exchange:
             adm.record(adm.default_rule, "bad_request")
             return self.answer(gen.pages.error(req.error, True, head), req.error)
         try:
-            target = canonicalize(req.target.decode("latin-1"))
+            target = canonicalize(req.target.decode("latin-1"), adm.session_params)
         except BadPath:
             adm.record(adm.default_rule, "bad_request")
             return self.answer(gen.pages.error(400, True, head), 400)
         self.path = target.path
         if target.path.startswith(STATIC_PREFIX):
             self.outcome = "static"
+            adm.record(adm.default_rule, "static")
             return self.answer(gen.pages.asset(target.path, _closes(req), head), 200)
         rule = adm.match(req.method.decode("latin-1"), target.path)
         self.rule = rule.name
-        decision = adm.admit(rule, req.meta.client)
+        affinity = adm.affinity  # None unless some backend has a route: no cost then
+        route = None if affinity is None else self.session_route(affinity, target.forward)
+        decision = adm.admit(rule, req.meta.client, route)
         if isinstance(decision, Refusal):
             return self.refuse(decision)
         self.outcome = "admitted"
         adm.record(rule, "admitted")
-        if decision is None:  # a bypass rule with no backend up
-            return self.answer(gen.pages.error(502, _closes(req), head), 502)
         self.ticket = decision
         self.request_bytes = request_head(
             req.method, target.forward.encode("latin-1"), req.meta, req.framing()
         )
         self.conn.server.exchanges.add(self)
         self.send()
+
+    def session_route(self, affinity: Affinity, forward: str) -> str | None:
+        """The route the request's session names: guard's cookie, a session cookie, or
+        the kept path parameter (guard.core.affinity)."""
+        own, session = session_cookies(self.req.meta.kept, affinity.cookies, affinity.cookie)
+        self.own_cookie = own
+        if own:
+            return own.decode("latin-1")
+        if session is not None:
+            return route_of(session.decode("latin-1"))
+        return param_route(forward)
 
     def refuse(self, refusal: Refusal) -> None:
         req, pages = self.req, self.gen.pages
@@ -206,7 +227,16 @@ class Exchange:
         conn.streaming = self.up
         if conn.output_paused:
             self.up.pause_reading()  # the client is still behind on earlier answers
+        affinity = self.gen.admission.affinity
+        if affinity is not None and affinity.cookie is not None:
+            framing += self.affinity_cookie(affinity, ticket.backend.route)
         self.head_out = response_head(head.status, head.block, framing, close)
+
+    def affinity_cookie(self, affinity: Affinity, route: str | None) -> bytes:
+        """Set-Cookie for guard's affinity cookie, when the client's differs (insert)."""
+        if route is None or (self.own_cookie is not None and self.own_cookie == route.encode()):
+            return b""
+        return affinity.set_cookie.get(route, b"")
 
     def upstream_body(self, chunk: bytes) -> None:
         out = self.head_out

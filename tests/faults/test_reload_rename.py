@@ -13,8 +13,8 @@ import asyncio
 
 import aiohttp
 
-from tests.conftest import Guard, StartGuard, StartWas, Was
 from tests.faults.test_reload_inflight import get_status, hold, reload
+from tests.support.servers import Guard, StartGuard, StartWas, Was
 
 
 def yaml(was: Was, backend: str, rule: str, path: str = "/__was/hold", ceiling: int = 4) -> str:

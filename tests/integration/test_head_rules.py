@@ -7,7 +7,7 @@ import asyncio
 
 import aiohttp
 
-from tests.conftest import StartGuard, StartWas, backends_yaml
+from tests.support.servers import StartGuard, StartWas, backends_yaml
 
 JSON = {"Accept": "application/json"}
 

@@ -9,8 +9,8 @@ import aiohttp
 from yarl import URL
 
 from guard.core.stats import OUTCOMES
-from tests.conftest import Guard, StartGuard, StartWas, read_access_log
-from tests.faults.helpers import metric
+from tests.support.faults import metric
+from tests.support.servers import Guard, StartGuard, StartWas, read_access_log
 
 JSON = {"Accept": "application/json"}
 BROWSER = {"Accept": "text/html,application/xhtml+xml"}

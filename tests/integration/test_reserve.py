@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from guard.config import ConfigError, load_config
-from tests.conftest import StartGuard, StartWas, write_config
+from tests.support.servers import StartGuard, StartWas, write_config
 
 JSON = {"Accept": "application/json"}
 
@@ -41,7 +41,7 @@ def problems(tmp_path: Path, body: str) -> list[str]:
     path = write_config(tmp_path, "waiting_page: waiting.html\n" + body)
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    return [str(p).split(": ", 1)[1] for p in info.value.problems]
+    return [f"{p.line}: {p.key}: {p.message}" for p in info.value.problems]
 
 
 def test_reserves_must_fit_under_every_ceiling(tmp_path: Path) -> None:
@@ -60,17 +60,31 @@ def test_reserves_must_fit_under_every_ceiling(tmp_path: Path) -> None:
     assert "backends[1].max_active" in found[0] and "4" in found[0]
 
 
-def test_reserve_conflicts(tmp_path: Path) -> None:
+def test_reserve_reaching_the_site_ceiling(tmp_path: Path) -> None:
     found = problems(
         tmp_path,
         "max_active: 3\n"
         "backends:\n"
         "  - {name: was-1, url: 'http://127.0.0.1:8081', max_active: 10}\n"
         "rules:\n"
-        "  - {name: main, path: /main.jsp, reserve: 3}\n"
+        "  - {name: main, path: /main.jsp, reserve: 3}\n",
+    )
+    assert found == [
+        "6: rules[0].reserve: reserves add up to 3, leaving other rules no room under"
+        " max_active (3)"
+    ]
+
+
+def test_reserve_conflicts(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        "backends:\n"
+        "  - {name: was-1, url: 'http://127.0.0.1:8081', max_active: 10}\n"
+        "rules:\n"
         "  - {name: cdn, path: /cdn/**, bypass: true, reserve: 1}\n"
         "  - {name: small, path: /s/**, max_active: 1, reserve: 2}\n",
     )
-    assert any(f.startswith("6: rules[0].reserve:") and "max_active (3)" in f for f in found)
-    assert any(f.startswith("7: rules[1].reserve: not allowed with bypass") for f in found)
-    assert any(f.startswith("8: rules[2].reserve:") and "rule's own max_active" in f for f in found)
+    assert found == [
+        "5: rules[0].reserve: not allowed with bypass: true",
+        "6: rules[1].reserve: must not exceed the rule's own max_active (1)",
+    ]

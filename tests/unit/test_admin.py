@@ -100,6 +100,7 @@ async def test_status(client: TestClient[Any, Any]) -> None:
             "max_active": 10,
             "up": True,
             "draining": False,
+            "sticky_rerouted": 0,
         }
     ]
     assert doc["rules"] == [

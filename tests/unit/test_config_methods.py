@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from guard.config import ConfigError, load_config
-from tests.conftest import write_config
+from tests.support.servers import write_config
 
 BACKENDS = "backends:\n  - {name: was-1, url: 'http://127.0.0.1:8081', max_active: 10}\n"
 

@@ -4,19 +4,8 @@ rule has not used yet."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from guard.core import Admission, Refusal, Ticket
-from tests.unit.test_core_fakes import FakeRule, backend, build, config
-
-
-@dataclass(frozen=True)
-class ReservingRule(FakeRule):
-    reserve: int = 0
-
-
-def rule(name: str, path: str, reserve: int = 0, **kw: object) -> ReservingRule:
-    return ReservingRule(name, path, reserve=reserve, **kw)  # type: ignore[arg-type]
+from tests.unit.test_core_fakes import backend, build, config, rule
 
 
 def admit(admission: Admission, path: str) -> Ticket | Refusal | None:
@@ -65,7 +54,8 @@ def test_a_used_reserve_is_not_kept_twice() -> None:
     main = admitted(admission, "/main.jsp", 3)  # 2 from its reserve, 1 from the shared 8
     admitted(admission, "/event/1", 7)
     assert refused(admission, "/event/1").outcome == "over_capacity"
-    main[0].release()  # main drops to 2: still all inside its reserve, nothing freed
+    main[0].release()  # main back inside its reserve: the shared slot it used is free
+    admitted(admission, "/event/1", 1)
     assert refused(admission, "/event/1").outcome == "over_capacity"
     main[1].release()  # main at 1: one reserved slot is unused again, kept for main
     assert refused(admission, "/event/1").outcome == "over_capacity"

@@ -143,6 +143,7 @@ def test_json_keeps_the_status_field_names() -> None:
         "max_active": 2,
         "up": True,
         "draining": True,
+        "sticky_rerouted": 0,
     }
     assert doc["rules"][0] == {
         "name": "event",
