@@ -5,12 +5,22 @@ still rule; a down backend's sessions go elsewhere and are counted."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from guard.config import ConfigError, load_config
 from tests.support.faults import metric
-from tests.support.servers import Guard, StartGuard, StartWas, Was, read_access_log
+from tests.support.servers import (
+    Guard,
+    StartGuard,
+    StartWas,
+    Was,
+    read_access_log,
+    write_config,
+)
 
 JSON = {"Accept": "application/json"}
 BROWSER = {"Accept": "text/html,application/xhtml+xml"}
@@ -153,3 +163,33 @@ async def test_guard_inserted_affinity_cookie(start_was: StartWas, start_guard: 
         ) as r:
             seen = dict((k.lower(), v) for k, v in (await r.json())["headers"])
         assert "guardroute" not in seen.get("cookie", "").lower()  # indirect: not forwarded
+
+
+def test_affinity_settings_are_validated(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "waiting_page: waiting.html\n"
+        "session_params: [jsessionid, 'a=b']\n"
+        "sticky_cookie: {name: 'bad name'}\n"
+        "backends:\n"
+        "  - {name: was-1, url: 'http://127.0.0.1:8081', max_active: 5, route: jvm1}\n"
+        "  - {name: was-2, url: 'http://127.0.0.1:8082', max_active: 5, route: jvm1}\n"
+        "  - {name: was-3, url: 'http://127.0.0.1:8083', max_active: 5, route: a.b}\n"
+        "  - {name: was-4, url: 'http://127.0.0.1:8084', max_active: 5, sticky: always}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = [(p.line, p.key) for p in info.value.problems]
+    assert found == [
+        (2, "session_params[1]"),
+        (3, "sticky_cookie.name"),
+        (7, "backends[2].route"),
+        (8, "backends[3].sticky"),
+    ]
+    fixed = path.read_text().replace("'a=b'", "shopsid").replace("'bad name'", "GUARDROUTE")
+    path.write_text(fixed.replace("route: a.b", "route: jvm3").replace("always", "prefer"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert (problem.line, problem.key) == (6, "backends[1].route")
+    assert 'duplicate route "jvm1"' in problem.message
