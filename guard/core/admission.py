@@ -52,7 +52,7 @@ from guard.core.affinity import Affinity
 from guard.core.bucket import ClientBuckets, TokenBucket
 from guard.core.choice import BackendChoice
 from guard.core.clock import Clock
-from guard.core.rules import CompiledRule, RuleTable, match_methods
+from guard.core.rules import CompiledRule, RuleTable, default_rule, match_methods
 from guard.core.snapshot import (
     BackendView,
     DurationView,
@@ -65,11 +65,11 @@ from guard.core.snapshot import (
 from guard.core.spec import ConfigSpec, RuleSpec
 from guard.core.state import Counter, State
 from guard.core.stats import Outcome
-from guard.core.tickets import BackendSlot, Refusal, Ticket
+from guard.core.tickets import BackendSlot, Refusal, Ticket, refusals_for
 
 __all__ = ["Admission", "BackendSlot", "Refusal", "Ticket", "share_of"]
 
-# _refusals() order
+# refusals_for() order
 _OVER_CAPACITY: Final = 0
 _OVER_RATE: Final = 1
 _BLOCKED_RULE: Final = 2
@@ -107,7 +107,9 @@ class Admission:
         state.follow_renames("rule", {r.name: _rule_identity(r) for r in specs})
         self.rules: tuple[CompiledRule, ...] = (
             *[self._compile(spec, i, now) for i, spec in enumerate(specs)],
-            _default_rule(state, len(specs)),
+            default_rule(
+                len(specs), state.counter(("rule", "default")), state.rule_stats("default")
+            ),
         )
         self.default_rule = self.rules[-1]
         self.table = RuleTable(self.rules[:-1], self.default_rule)
@@ -132,7 +134,7 @@ class Admission:
             self.affinity = Affinity(routes, config.session_cookies, config.sticky_cookie)
         self._block_nets = tuple(config.block_ips)
         self._block_cache: dict[str, bool] = {}
-        self._refusals = {rule: _refusals(rule, self.retry_after) for rule in self.rules}
+        self._refusals = {rule: refusals_for(rule, self.retry_after) for rule in self.rules}
 
     def _compile(self, spec: RuleSpec, index: int, now: float) -> CompiledRule:
         worker, workers = self.share
@@ -222,7 +224,7 @@ class Admission:
     def _refusal(self, rule: CompiledRule, kind: int) -> Refusal:
         # Built once per rule; a rule of another Admission (a caller mixing generations
         # across a reload) still gets a correct, freshly built one.
-        refusals = self._refusals.get(rule) or _refusals(rule, self.retry_after)
+        refusals = self._refusals.get(rule) or refusals_for(rule, self.retry_after)
         return refusals[kind]
 
     def pick_backend(
@@ -292,39 +294,6 @@ def _split(ceiling: int | None, share: tuple[int, int]) -> int | None:
 def _rule_identity(spec: RuleSpec) -> tuple[str, frozenset[str] | None]:
     """What makes a renamed rule the same rule: its path pattern and its methods."""
     return (spec.path, None if spec.methods is None else frozenset(spec.methods))
-
-
-def _default_rule(state: State, index: int) -> CompiledRule:
-    """The implicit last rule: no limits, never blocks, never "reject"."""
-    return CompiledRule(
-        name="default",
-        index=index,
-        methods=None,
-        max_active=None,
-        rate_per_second=None,
-        burst=0,
-        per_client=False,
-        reject=False,
-        bypass=False,
-        block=False,
-        counter=state.counter(("rule", "default")),
-        stats=state.rule_stats("default"),
-        bucket=None,
-        client_buckets=None,
-    )
-
-
-def _refusals(rule: CompiledRule, retry_after: int) -> tuple[Refusal, ...]:
-    """Built once per rule so refusing allocates nothing: capacity, rate, block rule,
-    blocked client (never "reject": the client is refused whatever it asks for), and no
-    backend up (JSON for everyone for now: the caller picks the page by outcome)."""
-    return (
-        Refusal("over_capacity", rule, 503, retry_after, rule.reject),
-        Refusal("over_rate", rule, 429 if rule.per_client else 503, retry_after, rule.reject),
-        Refusal("blocked", rule, 403, retry_after, rule.reject),
-        Refusal("blocked", rule, 403, retry_after, False),
-        Refusal("unavailable", rule, 503, retry_after, True),
-    )
 
 
 def _in_networks(client_ip: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:

@@ -45,6 +45,26 @@ class CompiledRule:
     reserve: int = 0  # this worker's share of the slots reserved for this rule alone
 
 
+def default_rule(index: int, counter: Counter, stats: RuleStats) -> CompiledRule:
+    """The implicit last rule: no limits, never blocks, never "reject"."""
+    return CompiledRule(
+        name="default",
+        index=index,
+        methods=None,
+        max_active=None,
+        rate_per_second=None,
+        burst=0,
+        per_client=False,
+        reject=False,
+        bypass=False,
+        block=False,
+        counter=counter,
+        stats=stats,
+        bucket=None,
+        client_buckets=None,
+    )
+
+
 def match_methods(methods: Collection[str] | None) -> frozenset[str] | None:
     """The methods a rule matches: as configured, plus HEAD wherever GET is listed (servlet
     containers run doGet for HEAD, so a GET ceiling or block must cover it, as nginx's
