@@ -67,6 +67,16 @@ def route_conflicts(backends: Sequence[Backend]) -> list[tuple[Loc, str]]:
     return found
 
 
+def affinity_warnings(
+    has_cookie: bool, backends: Sequence[Backend], doc: YamlDocument, file: str
+) -> list[Problem]:
+    """guard's affinity cookie names a backend's route: without routes it is never set."""
+    if not has_cookie or any(b.route is not None for b in backends):
+        return []
+    message = "no backend has a route: the cookie is never set (add backends[].route)"
+    return [Problem(file, doc.line_of(("sticky_cookie",)), "sticky_cookie", message)]
+
+
 def method_warnings(rules: Sequence[Rule], doc: YamlDocument, file: str) -> list[Problem]:
     """A method outside the registered set is allowed (an extension method) but is more
     often a typo: say so, with the nearest registered method when there is one."""

@@ -26,7 +26,12 @@ from pydantic import (
     model_validator,
 )
 
-from guard.config.checks import method_warnings, reserve_conflicts, route_conflicts
+from guard.config.checks import (
+    affinity_warnings,
+    method_warnings,
+    reserve_conflicts,
+    route_conflicts,
+)
 from guard.config.errors import (
     ConfigError,
     Problem,
@@ -168,7 +173,10 @@ def parse_config_warnings(text: str, path: Path) -> tuple[Config, list[Problem]]
             problems += raw_duplicate_problems(doc, file)
         else:
             if not problems:
-                return config, method_warnings(config.rules, doc, file)
+                warnings = method_warnings(config.rules, doc, file)
+                cookie = config.sticky_cookie is not None
+                warnings += affinity_warnings(cookie, config.backends, doc, file)
+                return config, warnings
     raise ConfigError(problems)
 
 

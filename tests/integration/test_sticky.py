@@ -193,3 +193,15 @@ def test_affinity_settings_are_validated(tmp_path: Path) -> None:
     (problem,) = info.value.problems
     assert (problem.line, problem.key) == (6, "backends[1].route")
     assert 'duplicate route "jvm1"' in problem.message
+
+
+def test_affinity_cookie_without_routes_is_a_warning(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "waiting_page: waiting.html\n"
+        "sticky_cookie: {name: GUARDROUTE}\n"
+        "backends:\n  - {name: was-1, url: 'http://127.0.0.1:8081', max_active: 5}\n",
+    )
+    (warning,) = load_config(path).warnings
+    assert (warning.line, warning.key) == (2, "sticky_cookie")
+    assert "no backend has a route" in warning.message
