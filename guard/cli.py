@@ -1,4 +1,4 @@
-"""`guard run | check | demo` — the only place with sys.exit, logging set-up and the loop choice."""
+"""`guard run | check | demo | surge` — the one place with sys.exit, logging and the loop choice."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     sub.add_parser("demo", help="two simulated WAS instances with guard in front")
+    from guard.tools.surge_args import add_arguments as add_surge_arguments
+
+    add_surge_arguments(sub.add_parser("surge", help="flash-sale load generator (loopback)"))
     worker = sub.add_parser("worker")  # started by the supervisor when workers > 1
     worker.add_argument("-c", "--config", type=Path, required=True)
     worker.add_argument("--index", type=int, required=True)
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     tune_gc()
     if args.command == "run":
         sys.exit(run(args.config))
+    if args.command == "surge":
+        from guard.tools.surge import run_surge
+
+        sys.exit(run_loop(run_surge(args)))
     if args.command == "worker":
         from guard.serve import serve
 
