@@ -66,6 +66,8 @@ def check(path: Path) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return 1
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(summarize(loaded))
     return 0
 

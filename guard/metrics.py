@@ -58,7 +58,7 @@ class GuardCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         # Registration calls describe(); answering with empty families avoids a snapshot there.
-        return list(_families())
+        return [*_families(), _sticky_family()]
 
     def collect(self) -> Iterable[Metric]:
         snap = self._get_snapshot()
@@ -94,7 +94,10 @@ class GuardCollector(Collector):
         for result in RELOAD_RESULTS:
             reloads.add_metric([result], counts_now.get(result, 0))
 
-        return (active, ceiling, requests, errors, duration, up, reloads, orphaned)
+        sticky = _sticky_family()
+        for b in snap.backends:
+            sticky.add_metric([b.name], b.sticky_rerouted)
+        return (active, ceiling, requests, errors, duration, up, reloads, orphaned, sticky)
 
 
 def _families() -> tuple[
@@ -143,6 +146,15 @@ def _families() -> tuple[
             "Configuration reloads by result (success, failure).",
             labels=["result"],
         ),
+    )
+
+
+def _sticky_family() -> CounterMetricFamily:
+    return CounterMetricFamily(
+        "guard_sticky_rerouted",
+        "Requests whose session named this backend (route) sent to another one because it"
+        " was down or draining: sessions lost, as with any proxy.",
+        labels=["backend"],
     )
 
 

@@ -12,7 +12,15 @@ Callers import from ``guard.config``; the submodules are its internals.
 
 from guard.config.errors import ConfigError, Problem, problems_as_json
 from guard.config.models import Config, LoadedConfig, load_config, parse_config
-from guard.config.sections import AccessLog, Backend, Health, Limits, Rule, Timeouts
+from guard.config.sections import (
+    AccessLog,
+    Backend,
+    Health,
+    Limits,
+    Rule,
+    StickyCookie,
+    Timeouts,
+)
 from guard.config.summary import summarize
 from guard.config.types import HostPort, Rate
 
@@ -26,6 +34,7 @@ __all__ = [  # noqa: RUF022 - grouped: models, then errors, then functions
     "LoadedConfig",
     "Rate",
     "Rule",
+    "StickyCookie",
     "Timeouts",
     "ConfigError",
     "Problem",

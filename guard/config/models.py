@@ -26,6 +26,12 @@ from pydantic import (
     model_validator,
 )
 
+from guard.config.checks import (
+    affinity_warnings,
+    method_warnings,
+    reserve_conflicts,
+    route_conflicts,
+)
 from guard.config.errors import (
     ConfigError,
     Problem,
@@ -43,17 +49,20 @@ from guard.config.sections import (
     Backend,
     Limits,
     Rule,
+    StickyCookie,
     Timeouts,
     checking_files,
     file_error,
     resolve,
 )
 from guard.config.types import (
+    CookieNames,
     DurationOrZero,
     HeaderNames,
     HostPort,
     NetworkList,
     PositiveInt,
+    SessionParams,
     Size,
 )
 
@@ -93,6 +102,11 @@ class Config(BaseModel):
     backends: tuple[Backend, ...] = Field(min_length=1)
     rules: tuple[Rule, ...] = ()
     rooms: tuple[Room, ...] = ()
+    # Session affinity (README "Session affinity"): the path parameters kept for the
+    # backend and read for routes, the cookies read for routes, guard's own cookie.
+    session_params: SessionParams = ("jsessionid",)
+    session_cookies: CookieNames = ("JSESSIONID",)
+    sticky_cookie: StickyCookie | None = None
 
     @property
     def retry_after_s(self) -> int:
@@ -136,8 +150,10 @@ class Config(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _rooms(self) -> Config:
+    def _across_sections(self) -> Config:
         found = check_rooms(self)
+        found += reserve_conflicts(self.max_active, self.backends, self.rules)
+        found += route_conflicts(self.backends)
         if found:
             raise conflicts(found)
         return self
@@ -149,10 +165,16 @@ class LoadedConfig:
     path: Path
     sha256: str
     loaded_at: float
+    warnings: tuple[Problem, ...] = ()  # loads, but probably a mistake (guard check shows them)
 
 
 def parse_config(text: str, path: Path) -> Config:
     """Validate YAML ``text`` as if read from ``path``; raise ConfigError with every problem."""
+    return parse_config_warnings(text, path)[0]
+
+
+def parse_config_warnings(text: str, path: Path) -> tuple[Config, list[Problem]]:
+    """parse_config(), and the warnings about the settings that loaded."""
     file = str(path)
     doc = read_yaml(text)
     problems = [Problem(file, i.line, key_path(i.loc), i.message) for i in doc.issues]
@@ -167,7 +189,10 @@ def parse_config(text: str, path: Path) -> Config:
             problems += raw_duplicate_problems(doc, file)
         else:
             if not problems:
-                return config
+                warnings = method_warnings(config.rules, doc, file)
+                cookie = config.sticky_cookie is not None
+                warnings += affinity_warnings(cookie, config.backends, doc, file)
+                return config, warnings
     raise ConfigError(problems)
 
 
@@ -183,5 +208,6 @@ def load_config(path: str | Path) -> LoadedConfig:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Problem(str(path), line, "file", "not valid UTF-8")]) from None
-    config = parse_config(text, path)
-    return LoadedConfig(config, path, hashlib.sha256(raw).hexdigest(), time.time())
+    config, warnings = parse_config_warnings(text, path)
+    digest = hashlib.sha256(raw).hexdigest()
+    return LoadedConfig(config, path, digest, time.time(), tuple(warnings))

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from guard.config.errors import conflicts
 from guard.config.types import (
     BackendUrl,
+    CookieName,
     Duration,
     DurationOrZero,
     Flag,
@@ -36,6 +37,7 @@ from guard.config.types import (
     PathPattern,
     PositiveInt,
     Rate,
+    Route,
     Size,
 )
 
@@ -46,6 +48,7 @@ __all__ = [
     "Health",
     "Limits",
     "Rule",
+    "StickyCookie",
     "Timeouts",
     "checking_files",
     "file_error",
@@ -166,6 +169,8 @@ class Backend(BaseModel):
     cooldown: DurationOrZero = 5.0
     health: Health | None = None
     max_idle: NonNegativeInt = 64
+    route: Route | None = None  # jvmRoute: session ids ending in ".<route>" come back here
+    sticky: Literal["strict", "prefer"] = "strict"  # when full: refuse, or let another take it
 
     @property
     def host(self) -> str:
@@ -192,6 +197,7 @@ class Rule(BaseModel):
     room: Name | None = None  # a waiting room of the top-level `rooms:` list
     # False: the body streams to the backend as it arrives (admitted at the head).
     request_buffering: Flag = True
+    reserve: NonNegativeInt = 0  # slots of the site and backend ceilings only this rule takes
 
     @property
     def effective_burst(self) -> int:
@@ -213,8 +219,8 @@ class Rule(BaseModel):
         # Blame the key that cannot be there, on its own line, so the fix is obvious.
         found: list[tuple[tuple[str | int, ...], str]] = []
         for flag, others in (
-            ("bypass", ("block", "max_active", "rate")),
-            ("block", ("max_active", "rate")),
+            ("bypass", ("block", "max_active", "rate", "reserve")),
+            ("block", ("max_active", "rate", "reserve")),
         ):
             if getattr(self, flag):
                 found += [
@@ -229,6 +235,20 @@ class Rule(BaseModel):
                 for key in ("burst", "per_client")
                 if getattr(self, key) not in (None, False)
             ]
+        if self.max_active is not None and self.reserve > self.max_active:
+            found.append(
+                (("reserve",), f"must not exceed the rule's own max_active ({self.max_active})")
+            )
         if found:
             raise conflicts(found)
         return self
+
+
+class StickyCookie(BaseModel):
+    """guard's own affinity cookie (HAProxy ``cookie NAME insert indirect nocache``)."""
+
+    model_config = MODEL
+
+    name: CookieName
+    path: HealthPath = "/"  # a request path: the cookie's Path attribute
+    secure: Flag = False  # add the Secure attribute (TLS terminated in front of guard)

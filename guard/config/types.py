@@ -37,6 +37,8 @@ _HOST_PORT = re.compile(
 # RFC 9110 token: what an HTTP method may consist of.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PARAM = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path parameter name: no '=', ';' or '/'
+_ROUTE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # follows the last '.' of a session id
 
 DURATION_FORM = 'expected a duration like "500ms", "2s" or "1m"'
 SIZE_FORM = 'expected a size like "8k", "10m", "1g" or a number of bytes'
@@ -98,6 +100,12 @@ def parse_size(value: Any) -> int:
 
 
 def _method(value: Any) -> str:
+    if value == "*":  # a token by the grammar, but no client sends it: the rule never matched
+        raise _fail(
+            "guard_method",
+            "expected an HTTP method; to match every method, leave out methods",
+            value,
+        )
     if isinstance(value, str) and _TOKEN.fullmatch(value):
         return value.upper()
     raise _fail("guard_method", 'expected an HTTP method like "GET" or "POST"', value)
@@ -107,6 +115,28 @@ def _header_name(value: Any) -> str:
     if isinstance(value, str) and _TOKEN.fullmatch(value):
         return value
     raise _fail("guard_header", 'expected a header name like "X-Real-IP"', value)
+
+
+def _session_param(value: Any) -> str:
+    if isinstance(value, str) and _PARAM.fullmatch(value):
+        return value.lower()  # matched in any case, like the servlet containers do
+    raise _fail("guard_session_param", 'expected a path parameter name like "jsessionid"', value)
+
+
+def _cookie_name(value: Any) -> str:
+    if isinstance(value, str) and _TOKEN.fullmatch(value):
+        return value
+    raise _fail("guard_cookie_name", 'expected a cookie name like "JSESSIONID"', value)
+
+
+def _route(value: Any) -> Any:
+    if isinstance(value, str) and not _ROUTE.fullmatch(value):
+        raise _fail(
+            "guard_route",
+            "expected a route of letters, digits, '_' or '-' (the jvmRoute, no '.')",
+            value,
+        )
+    return value
 
 
 def _one_or_many(value: Any) -> Any:
@@ -248,6 +278,18 @@ HeaderNames = Annotated[
     tuple[Annotated[str, PlainValidator(_header_name)], ...], BeforeValidator(_one_or_many)
 ]
 Name = Annotated[str, Strict(), BeforeValidator(_name)]
+SessionParams = Annotated[
+    tuple[Annotated[str, PlainValidator(_session_param)], ...],
+    BeforeValidator(_one_or_many),
+    AfterValidator(_dedupe),
+]
+CookieNames = Annotated[
+    tuple[Annotated[str, PlainValidator(_cookie_name)], ...],
+    BeforeValidator(_one_or_many),
+    AfterValidator(_dedupe),
+]
+CookieName = Annotated[str, PlainValidator(_cookie_name)]
+Route = Annotated[str, Strict(), BeforeValidator(_route)]
 PathPattern = Annotated[str, Strict(), BeforeValidator(_pattern)]
 
 

@@ -8,16 +8,21 @@ For a request whose rule match() found, admit() decides in this order:
 1. The client address is in ``block_ips``        -> Refusal "blocked", 403
 2. The rule has ``block: true``                  -> Refusal "blocked", 403
 3. The rule has ``bypass: true``                 -> Ticket on the least active backend that
-   is usable and not draining, even a full one, ignoring rate and every ceiling; None when
-   no backend is usable (the caller answers 502).
+   is usable and not draining (or the session's backend, see guard.core.choice), even a
+   full one, ignoring rate and every ceiling.
 4. Otherwise every check runs before anything changes:
    a. the rule's rate: its bucket, or the client's bucket when ``per_client``
                                                  -> "over_rate", 503 (429 when per_client)
    b. the rule's ``max_active``                  -> "over_capacity", 503
-   c. the site's ``max_active``                  -> "over_capacity", 503
-   d. a backend: the least active relative to its ``max_active`` among those usable, not
-      full and not draining; ties are taken in turn (round robin)
+   c. the site's ``max_active``, less the slots other rules reserve and do not use
+                                                 -> "over_capacity", 503
+   d. a backend (guard.core.choice): the session's backend when the request names a
+      route, else the least active relative to its ``max_active`` among those usable, not
+      full (reserves counted) and not draining; ties are taken in turn (round robin)
                                                  -> "over_capacity", 503 when there is none
+6. No backend chosen and none usable at all (every one down or draining), for any rule
+   that got this far, bypass included         -> "unavailable", 503: an outage, not an
+                                                 overload.
 5. All passed: take the token and raise the site, rule, backend and (backend, rule)
    counters; return a Ticket. A refused request consumes nothing: no token, no slot.
 
@@ -43,9 +48,11 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Final
 
+from guard.core.affinity import Affinity
 from guard.core.bucket import ClientBuckets, TokenBucket
+from guard.core.choice import BackendChoice
 from guard.core.clock import Clock
-from guard.core.rules import CompiledRule, RuleTable
+from guard.core.rules import CompiledRule, RuleTable, default_rule, match_methods
 from guard.core.snapshot import (
     BackendView,
     DurationView,
@@ -58,15 +65,16 @@ from guard.core.snapshot import (
 from guard.core.spec import ConfigSpec, RuleSpec
 from guard.core.state import Counter, State
 from guard.core.stats import Outcome
-from guard.core.tickets import BackendSlot, Refusal, Ticket
+from guard.core.tickets import BackendSlot, Refusal, Ticket, refusals_for
 
 __all__ = ["Admission", "BackendSlot", "Refusal", "Ticket", "share_of"]
 
-# _refusals() order
+# refusals_for() order
 _OVER_CAPACITY: Final = 0
 _OVER_RATE: Final = 1
 _BLOCKED_RULE: Final = 2
 _BLOCKED_CLIENT: Final = 3
+_UNAVAILABLE: Final = 4
 _BLOCK_CACHE_SIZE: Final = 4096  # cleared when full: an address-rotating flood cannot grow it
 
 
@@ -94,9 +102,14 @@ class Admission:
         self.site = state.counter(("site",))
         self.site_max_active = _split(config.max_active, share)
         specs = config.rules
+        # Before any counter is looked up: a renamed backend or rule keeps its live objects.
+        state.follow_renames("backend", {b.name: b.url for b in config.backends})
+        state.follow_renames("rule", {r.name: _rule_identity(r) for r in specs})
         self.rules: tuple[CompiledRule, ...] = (
             *[self._compile(spec, i, now) for i, spec in enumerate(specs)],
-            _default_rule(state, len(specs)),
+            default_rule(
+                len(specs), state.counter(("rule", "default")), state.rule_stats("default")
+            ),
         )
         self.default_rule = self.rules[-1]
         self.table = RuleTable(self.rules[:-1], self.default_rule)
@@ -106,17 +119,22 @@ class Admission:
                 share_of(b.max_active, worker, workers),
                 state.counter(("backend", b.name)),
                 state.health(b.name),
+                state.counter(("rerouted", b.name)),
             )
             for b in config.backends
         )
         for slot in self.backends:
             for rule in self.rules:
                 self.pair_counter(slot, rule.name)
-        self._rotations = _rotations(self.backends)
-        self._next = 0  # round-robin start: an index into _rotations
+        self.choice = BackendChoice(self.backends, self.rules)
+        self.session_params = tuple(config.session_params)
+        routes = tuple(self.choice.routes)
+        self.affinity: Affinity | None = None  # None: no backend has a route, nothing to read
+        if routes:
+            self.affinity = Affinity(routes, config.session_cookies, config.sticky_cookie)
         self._block_nets = tuple(config.block_ips)
         self._block_cache: dict[str, bool] = {}
-        self._refusals = {rule: _refusals(rule, self.retry_after) for rule in self.rules}
+        self._refusals = {rule: refusals_for(rule, self.retry_after) for rule in self.rules}
 
     def _compile(self, spec: RuleSpec, index: int, now: float) -> CompiledRule:
         worker, workers = self.share
@@ -136,7 +154,7 @@ class Admission:
         return CompiledRule(
             name=spec.name,
             index=index,
-            methods=None if spec.methods is None else frozenset(spec.methods),
+            methods=match_methods(spec.methods),
             max_active=_split(spec.max_active, self.share),
             rate_per_second=per_second,
             burst=burst,
@@ -144,6 +162,7 @@ class Admission:
             reject=spec.action == "reject",
             bypass=spec.bypass,
             block=spec.block,
+            reserve=share_of(spec.reserve, worker, workers),
             counter=self.state.counter(("rule", spec.name)),
             stats=self.state.rule_stats(spec.name),
             bucket=bucket,
@@ -155,32 +174,45 @@ class Admission:
     def match(self, method: str, path: str) -> CompiledRule:
         return self.table.match(method, path)
 
-    def admit(self, rule: CompiledRule, client_ip: str) -> Ticket | Refusal | None:
-        """A Ticket, a Refusal, or None for a bypass rule with no usable backend."""
+    def admit(
+        self, rule: CompiledRule, client_ip: str, route: str | None = None
+    ) -> Ticket | Refusal:
+        """A Ticket or a Refusal. ``route``: the request's session route, if it has one."""
         if self._block_nets and self._is_blocked(client_ip):
             return self._refusal(rule, _BLOCKED_CLIENT)
         if rule.block:
             return self._refusal(rule, _BLOCKED_RULE)
         now = self.clock()
-        if rule.bypass:
-            backend = self.pick_backend(now, True, None)
-            return None if backend is None else Ticket(self, rule, backend, now)
-        bucket = rule.bucket
-        if bucket is None and rule.client_buckets is not None:
-            bucket = rule.client_buckets.get(client_ip, now)
-        if bucket is not None and not bucket.has_token(now):
-            return self._refusal(rule, _OVER_RATE)
-        if rule.max_active is not None and rule.counter.value >= rule.max_active:
-            return self._refusal(rule, _OVER_CAPACITY)
-        site_max = self.site_max_active
-        if site_max is not None and self.site.value >= site_max:
-            return self._refusal(rule, _OVER_CAPACITY)
-        backend = self.pick_backend(now, False, None)
+        choice = self.choice
+        bucket: TokenBucket | None = None
+        if not rule.bypass:
+            bucket = rule.bucket
+            if bucket is None and rule.client_buckets is not None:
+                bucket = rule.client_buckets.get(client_ip, now)
+            if bucket is not None and not bucket.has_token(now):
+                return self._refusal(rule, _OVER_RATE)
+            if rule.max_active is not None and rule.counter.value >= rule.max_active:
+                return self._refusal(rule, _OVER_CAPACITY)
+            site_max = self.site_max_active
+            if site_max is not None:
+                if choice.reserving:
+                    site_max -= choice.held_on_site(rule)
+                if self.site.value >= site_max:
+                    return self._refusal(rule, _OVER_CAPACITY)
+        sticky = None if route is None else choice.routes.get(route)
+        if sticky is None:
+            backend = choice.pick(now, rule.bypass, None, rule)
+        else:
+            backend = choice.stick(sticky, now, rule)
         if backend is None:
-            return self._refusal(rule, _OVER_CAPACITY)
+            full = choice.any_usable(now)
+            return self._refusal(rule, _OVER_CAPACITY if full else _UNAVAILABLE)
         if bucket is not None:
             bucket.take()
-        return Ticket(self, rule, backend, now)
+        ticket = Ticket(self, rule, backend, now)
+        if backend is sticky:
+            ticket.sticky = True
+        return ticket
 
     def pair_counter(self, backend: BackendSlot, rule_name: str) -> Counter:
         """The (backend, rule) counter; built at init for this config's rules, and here
@@ -192,30 +224,14 @@ class Admission:
     def _refusal(self, rule: CompiledRule, kind: int) -> Refusal:
         # Built once per rule; a rule of another Admission (a caller mixing generations
         # across a reload) still gets a correct, freshly built one.
-        refusals = self._refusals.get(rule) or _refusals(rule, self.retry_after)
+        refusals = self._refusals.get(rule) or refusals_for(rule, self.retry_after)
         return refusals[kind]
 
     def pick_backend(
-        self, now: float, full_ok: bool, exclude: set[str] | None
+        self, now: float, full_ok: bool, exclude: set[str] | None, rule: CompiledRule
     ) -> BackendSlot | None:
-        """Least active relative to its ceiling among usable, not draining (and, unless
-        full_ok, not full) backends not in ``exclude``; ties in turn. Consumes nothing."""
-        best: BackendSlot | None = None
-        best_next = best_active = best_max = 0
-        # Scanning from where the last choice left off makes strict '<' a round robin.
-        for after, b in self._rotations[self._next]:
-            health = b.health
-            if not health.up and now < health.down_until:  # not usable(), inlined
-                continue
-            active = b.counter.value
-            if (active >= b.max_active and not full_ok) or (exclude and b.name in exclude):
-                continue
-            # active/max < best_active/best_max, in exact integer arithmetic.
-            if best is None or active * best_max < best_active * b.max_active:
-                best, best_next, best_active, best_max = b, after, active, b.max_active
-        if best is not None:
-            self._next = best_next
-        return best
+        """See BackendChoice.pick (a Ticket's retry after a connect failure calls this)."""
+        return self.choice.pick(now, full_ok, exclude, rule)
 
     def _is_blocked(self, client_ip: str) -> bool:
         cache = self._block_cache
@@ -251,6 +267,7 @@ class Admission:
                     b.health.up,
                     b.draining,
                     self.state.counter(("orphaned", b.name)).value,
+                    b.rerouted.value,
                 )
                 for b in self.backends
             ),
@@ -275,48 +292,9 @@ def _split(ceiling: int | None, share: tuple[int, int]) -> int | None:
     return None if ceiling is None else share_of(ceiling, *share)
 
 
-def _rotations(
-    backends: tuple[BackendSlot, ...],
-) -> tuple[tuple[tuple[int, BackendSlot], ...], ...]:
-    """For each start position, the scan order as (position after it, slot) pairs.
-    Draining backends take nothing new, so they are left out of the scan altogether."""
-    live = [b for b in backends if not b.draining]
-    count = len(live)
-    return tuple(
-        tuple(((at + 1) % count, live[at]) for at in (*range(start, count), *range(start)))
-        for start in range(count)
-    ) or ((),)
-
-
-def _default_rule(state: State, index: int) -> CompiledRule:
-    """The implicit last rule: no limits, never blocks, never "reject"."""
-    return CompiledRule(
-        name="default",
-        index=index,
-        methods=None,
-        max_active=None,
-        rate_per_second=None,
-        burst=0,
-        per_client=False,
-        reject=False,
-        bypass=False,
-        block=False,
-        counter=state.counter(("rule", "default")),
-        stats=state.rule_stats("default"),
-        bucket=None,
-        client_buckets=None,
-    )
-
-
-def _refusals(rule: CompiledRule, retry_after: int) -> tuple[Refusal, Refusal, Refusal, Refusal]:
-    """Built once per rule so refusing allocates nothing: capacity, rate, block rule,
-    blocked client (never "reject": the client is refused whatever it asks for)."""
-    return (
-        Refusal("over_capacity", rule, 503, retry_after, rule.reject),
-        Refusal("over_rate", rule, 429 if rule.per_client else 503, retry_after, rule.reject),
-        Refusal("blocked", rule, 403, retry_after, rule.reject),
-        Refusal("blocked", rule, 403, retry_after, False),
-    )
+def _rule_identity(spec: RuleSpec) -> tuple[str, frozenset[str] | None]:
+    """What makes a renamed rule the same rule: its path pattern and its methods."""
+    return (spec.path, None if spec.methods is None else frozenset(spec.methods))
 
 
 def _in_networks(client_ip: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:

@@ -19,7 +19,10 @@ from typing import Final
 
 _HEX: Final = "0123456789abcdefABCDEF"
 _UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_FORBIDDEN: Final = frozenset({"00", "2F", "5C"})  # NUL, '/', '\': never valid inside a segment
+_FORBIDDEN: Final = frozenset({"00", "2F", "5C"})
+SESSION_PARAMS: Final[tuple[str, ...]] = (
+    "jsessionid",
+)  # the default of session_params  # NUL, '/', '\': never valid inside a segment
 
 
 def _escape_table() -> dict[str, str]:
@@ -53,7 +56,9 @@ class CanonicalTarget:
 
     def __init__(self, path: str, forward: str) -> None:
         self.path = path  # canonical path: what rules match (no params, no query)
-        self.forward = forward  # what the backend receives: path [+ ;jsessionid=…] [+ ?query]
+        self.forward = (
+            forward  # what the backend receives: path [+ ;jsessionid=… (kept)] [+ ?query]
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CanonicalTarget):
@@ -67,8 +72,9 @@ class CanonicalTarget:
         return f"CanonicalTarget(path={self.path!r}, forward={self.forward!r})"
 
 
-def canonicalize(target: str) -> CanonicalTarget:
-    """Canonical path and forward target of a raw request-target (latin-1 str)."""
+def canonicalize(target: str, keep: tuple[str, ...] = SESSION_PARAMS) -> CanonicalTarget:
+    """Canonical path and forward target of a raw request-target (latin-1 str). ``keep``:
+    the path parameters (lower case, matched in any case) the backend still receives."""
     q = target.find("?")
     path = target if q < 0 else target[:q]
     # Fast path: with none of these, every step below is the identity. '.' only
@@ -84,10 +90,10 @@ def canonicalize(target: str) -> CanonicalTarget:
         and "#" not in target
     ):
         return CanonicalTarget(path, target)
-    return _canonicalize(target)
+    return _canonicalize(target, keep)
 
 
-def _canonicalize(target: str) -> CanonicalTarget:
+def _canonicalize(target: str, keep: tuple[str, ...] = SESSION_PARAMS) -> CanonicalTarget:
     if not target.isascii():
         raise BadPath("non-ASCII character in request-target")
     if "#" in target:
@@ -102,7 +108,7 @@ def _canonicalize(target: str) -> CanonicalTarget:
         path = _decode(path)
     segments = path.split("/")
     last = segments[-1]
-    session = _session_param(last) if ";" in last else ""
+    session = _session_param(last, keep) if ";" in last else ""
     canonical = _resolve(segments)
     return CanonicalTarget(canonical, canonical + session + query)
 
@@ -142,12 +148,33 @@ def _decode(path: str) -> str:
     return "".join(out)
 
 
-def _session_param(segment: str) -> str:
-    """';jsessionid=…' of a segment's parameters, or '' (URL-rewritten sessions)."""
+def _session_param(segment: str, keep: tuple[str, ...]) -> str:
+    """The first kept ';name=…' of a segment's parameters, or '' (URL-rewritten sessions:
+    Tomcat's ``;jsessionid=``, or the name an app gave its session cookie)."""
     for param in segment.split(";")[1:]:
-        if param.startswith("jsessionid="):
+        eq = param.find("=")
+        if eq > 0 and param[:eq].lower() in keep:
             return ";" + param
     return ""
+
+
+def param_route(forward: str) -> str | None:
+    """The session route of a forward target's kept path parameter, if any. A canonical
+    path holds no ';', so the first one before the query starts the kept parameter."""
+    q = forward.find("?")
+    end = q if q >= 0 else len(forward)
+    semi = forward.find(";", 0, end)
+    if semi < 0:
+        return None
+    return route_of(forward[forward.find("=", semi) + 1 : end])
+
+
+def route_of(session_id: str) -> str | None:
+    """mod_jk's jvmRoute: what follows the last '.' of a session id ("A1B2.jvm1" -> "jvm1")."""
+    dot = session_id.rfind(".")
+    if dot < 0 or dot == len(session_id) - 1:
+        return None
+    return session_id[dot + 1 :]
 
 
 def _resolve(segments: list[str]) -> str:

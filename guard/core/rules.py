@@ -12,7 +12,7 @@ the rules whose first segment is a wildcard, which appear in every list in confi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from guard.core.bucket import ClientBuckets, TokenBucket
@@ -42,6 +42,37 @@ class CompiledRule:
     client_buckets: ClientBuckets | None  # per_client buckets
     pattern: str = "/**"
     rate_text: str | None = None  # as configured ("200/s"), for /status
+    reserve: int = 0  # this worker's share of the slots reserved for this rule alone
+
+
+def default_rule(index: int, counter: Counter, stats: RuleStats) -> CompiledRule:
+    """The implicit last rule: no limits, never blocks, never "reject"."""
+    return CompiledRule(
+        name="default",
+        index=index,
+        methods=None,
+        max_active=None,
+        rate_per_second=None,
+        burst=0,
+        per_client=False,
+        reject=False,
+        bypass=False,
+        block=False,
+        counter=counter,
+        stats=stats,
+        bucket=None,
+        client_buckets=None,
+    )
+
+
+def match_methods(methods: Collection[str] | None) -> frozenset[str] | None:
+    """The methods a rule matches: as configured, plus HEAD wherever GET is listed (servlet
+    containers run doGet for HEAD, so a GET ceiling or block must cover it, as nginx's
+    ``limit_except GET`` does). None: every method."""
+    if methods is None:
+        return None
+    listed = frozenset(methods)
+    return listed | {"HEAD"} if "GET" in listed else listed
 
 
 def compile_pattern(pattern: str) -> Matcher:

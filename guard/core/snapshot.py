@@ -55,6 +55,7 @@ class BackendView:
     up: bool  # False while in the cool-down after a connect failure
     draining: bool
     orphaned: int = 0  # of `active`: still at the backend, their client's side over
+    sticky_rerouted: int = 0  # session requests sent elsewhere: it was down or draining
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class BackendView:
             "up": self.up,
             "draining": self.draining,
             "orphaned": self.orphaned,
+            "sticky_rerouted": self.sticky_rerouted,
         }
 
     @staticmethod
@@ -77,6 +79,7 @@ class BackendView:
             bool(doc["up"]),
             bool(doc["draining"]),
             int(doc.get("orphaned", 0)),
+            int(doc.get("sticky_rerouted", 0)),
         )
 
 
@@ -260,6 +263,7 @@ def _merge_backends(group: list[BackendView]) -> BackendView:
         any(b.up for b in group),
         any(b.draining for b in group),
         sum(b.orphaned for b in group),
+        sum(b.sticky_rerouted for b in group),
     )
 
 

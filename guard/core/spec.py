@@ -12,6 +12,8 @@ from collections.abc import Collection, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
 
+from guard.core.affinity import StickyCookieSpec
+
 
 class RateSpec(Protocol):
     @property
@@ -35,6 +37,10 @@ class BackendSpec(Protocol):
     def drain(self) -> bool: ...
     @property
     def cooldown(self) -> float: ...
+    @property
+    def route(self) -> str | None: ...  # jvmRoute: session ids ending in ".<route>" come here
+    @property
+    def sticky(self) -> str: ...  # "strict" (full: refuse) | "prefer" (full: another may take it)
 
 
 class RuleSpec(Protocol):
@@ -58,6 +64,8 @@ class RuleSpec(Protocol):
     def bypass(self) -> bool: ...
     @property
     def block(self) -> bool: ...
+    @property
+    def reserve(self) -> int: ...  # slots of the site and backend ceilings only this rule takes
 
 
 class LimitsSpec(Protocol):
@@ -78,3 +86,9 @@ class ConfigSpec(Protocol):
     def limits(self) -> LimitsSpec: ...
     @property
     def retry_after_s(self) -> int: ...
+    @property
+    def session_params(self) -> Sequence[str]: ...  # path parameters kept (lower case)
+    @property
+    def session_cookies(self) -> Sequence[str]: ...  # cookies holding a session id
+    @property
+    def sticky_cookie(self) -> StickyCookieSpec | None: ...  # guard's own affinity cookie

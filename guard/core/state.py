@@ -11,13 +11,15 @@ MemoryState is the in-process default.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from typing import Protocol
 
 from guard.core.bucket import ClientBuckets, TokenBucket
 from guard.core.stats import RuleStats
 
 CounterKey = tuple[str, ...]
-"""("site",), ("backend", name), ("rule", name), ("pair", backend, rule). Tuples, not
+"""("site",), ("backend", name), ("rule", name), ("pair", backend, rule), and the lifetime
+count ("rerouted", backend) of sticky requests sent elsewhere. Tuples, not
 joined strings, so no name can collide with another whatever characters it holds."""
 
 
@@ -76,6 +78,12 @@ class State(Protocol):
 
     def rule_stats(self, name: str) -> RuleStats: ...
 
+    def follow_renames(self, scope: str, identities: Mapping[str, Hashable]) -> None:
+        """The names of one scope ("backend" or "rule") in the config being built, each with
+        its identity. A new name whose identity an old name of the last config had, that old
+        name being gone now, takes over the old name's live objects (see MemoryState)."""
+        ...
+
 
 class MemoryState:
     """The in-memory State: dictionaries that grow only with the names ever configured."""
@@ -86,6 +94,7 @@ class MemoryState:
         self._buckets: dict[str, TokenBucket] = {}
         self._client_buckets: dict[str, ClientBuckets] = {}
         self._stats: dict[str, RuleStats] = {}
+        self._identities: dict[str, dict[str, Hashable]] = {}  # scope -> name -> identity
         self.upstream_errors: dict[tuple[str, str], int] = {}
 
     def counter(self, key: CounterKey) -> Counter:
@@ -121,3 +130,39 @@ class MemoryState:
         if stats is None:
             stats = self._stats[name] = RuleStats()
         return stats
+
+    def follow_renames(self, scope: str, identities: Mapping[str, Hashable]) -> None:
+        """Carry a renamed backend (same URL) or rule (same pattern and methods) over.
+
+        The renamed entry takes over its old name's counters, (backend, rule) pairs, health
+        and token buckets: the very objects the tickets in flight hold, so their releases
+        still count, and a ceiling never forgets a request across a rename. Outcome stats
+        stay with the old name (metric series are per name). No identity match, or a new
+        name whose own counter still has requests in flight: nothing moves, and the old
+        counter drains on its own.
+        """
+        previous = self._identities.get(scope, {})
+        gone = {ident: old for old, ident in previous.items() if old not in identities}
+        for name, ident in identities.items():
+            old = gone.pop(ident, None) if name not in previous else None
+            if old is not None and self.counter((scope, name)).value == 0:
+                self._rename(scope, old, name)
+        self._identities[scope] = dict(identities)
+
+    def _rename(self, scope: str, old: str, new: str) -> None:
+        counters = self._counters
+        side = 1 if scope == "backend" else 2  # where the name sits in a ("pair", b, r) key
+        named = {(scope, old), ("rerouted", old)} if scope == "backend" else {(scope, old)}
+        for key in list(counters):
+            if key in named:
+                counters[(key[0], new)] = counters.pop(key)
+            elif key[0] == "pair" and key[side] == old:
+                renamed = (key[0], new, key[2]) if side == 1 else (key[0], key[1], new)
+                counters[renamed] = counters.pop(key)
+        if scope == "backend" and old in self._health:
+            self._health[new] = self._health.pop(old)
+        if scope == "rule":
+            if old in self._buckets:
+                self._buckets[new] = self._buckets.pop(old)
+            if old in self._client_buckets:
+                self._client_buckets[new] = self._client_buckets.pop(old)

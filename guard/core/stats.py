@@ -10,14 +10,20 @@ from bisect import bisect_left
 from itertools import accumulate
 from typing import Final, Literal
 
-Outcome = Literal["admitted", "over_capacity", "over_rate", "blocked", "bad_request"]
-# The one list of outcomes (metrics exports every one of them, zeros included).
+Outcome = Literal[
+    "admitted", "over_capacity", "over_rate", "blocked", "bad_request", "unavailable", "static"
+]
+# The one list of outcomes (metrics exports every one of them, zeros included). Every
+# request gets exactly one: "unavailable" when no backend is up (an outage, not an
+# overload: over_capacity is only for full ceilings), "static" for guard's own assets.
 OUTCOMES: Final[tuple[Outcome, ...]] = (
     "admitted",
     "over_capacity",
     "over_rate",
     "blocked",
     "bad_request",
+    "unavailable",
+    "static",
 )
 
 # prometheus_client's default buckets, +Inf last so every observation lands in a bucket.

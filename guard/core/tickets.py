@@ -21,17 +21,30 @@ class BackendPicker(Protocol):
     def pair_counter(self, backend: BackendSlot, rule_name: str) -> Counter: ...
 
     def pick_backend(
-        self, now: float, full_ok: bool, exclude: set[str] | None
+        self, now: float, full_ok: bool, exclude: set[str] | None, rule: CompiledRule
     ) -> BackendSlot | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    outcome: Literal["over_capacity", "over_rate", "blocked"]
+    outcome: Literal["over_capacity", "over_rate", "blocked", "unavailable"]
     rule: CompiledRule
     status: Literal[503, 429, 403]
     retry_after: int  # seconds, for Retry-After
     reject: bool  # True: answer JSON even to browsers (rule action "reject")
+
+
+def refusals_for(rule: CompiledRule, retry_after: int) -> tuple[Refusal, ...]:
+    """Built once per rule so refusing allocates nothing: capacity, rate, block rule,
+    blocked client (never "reject": the client is refused whatever it asks for), and no
+    backend up (JSON for everyone for now: the caller picks the page by outcome)."""
+    return (
+        Refusal("over_capacity", rule, 503, retry_after, rule.reject),
+        Refusal("over_rate", rule, 429 if rule.per_client else 503, retry_after, rule.reject),
+        Refusal("blocked", rule, 403, retry_after, rule.reject),
+        Refusal("blocked", rule, 403, retry_after, False),
+        Refusal("unavailable", rule, 503, retry_after, True),
+    )
 
 
 class BackendSlot:
@@ -47,11 +60,19 @@ class BackendSlot:
         "name",
         "pair_counters",
         "port",
+        "prefer",
+        "rerouted",
+        "route",
         "url",
     )
 
     def __init__(
-        self, spec: BackendSpec, max_active: int, counter: Counter, health: Health
+        self,
+        spec: BackendSpec,
+        max_active: int,
+        counter: Counter,
+        health: Health,
+        rerouted: Counter,
     ) -> None:
         self.name = spec.name
         self.url = spec.url
@@ -63,12 +84,25 @@ class BackendSlot:
         self.counter = counter
         self.health = health
         self.pair_counters: dict[str, Counter] = {}  # rule name -> (backend, rule) counter
+        self.route = spec.route
+        self.prefer = spec.sticky == "prefer"  # when full, another backend may take its sessions
+        self.rerouted = rerouted  # sticky requests sent elsewhere: it was down or draining
 
 
 class Ticket:
     """An admitted request: holds its slots until release()."""
 
-    __slots__ = ("_admission", "_live", "_pair", "_site", "_tried", "backend", "rule", "started")
+    __slots__ = (
+        "_admission",
+        "_live",
+        "_pair",
+        "_site",
+        "_tried",
+        "backend",
+        "rule",
+        "started",
+        "sticky",
+    )
 
     def __init__(
         self, admission: BackendPicker, rule: CompiledRule, backend: BackendSlot, started: float
@@ -83,6 +117,7 @@ class Ticket:
         )
         self._live = True
         self._tried: set[str] | None = None  # allocated on the first reroute only
+        self.sticky = False  # the backend was chosen by the request's session route
         self._site.value += 1
         rule.counter.value += 1
         backend.counter.value += 1
@@ -106,9 +141,12 @@ class Ticket:
         if tried is None:
             tried = self._tried = set()
         tried.add(self.backend.name)
-        new = self._admission.pick_backend(now, self.rule.bypass, tried)
+        new = self._admission.pick_backend(now, self.rule.bypass, tried, self.rule)
         if new is None:
             return False
+        if self.sticky:  # the session's backend failed to connect: its session is lost
+            self.sticky = False
+            self.backend.rerouted.value += 1
         pair = new.pair_counters.get(self.rule.name) or self._admission.pair_counter(
             new, self.rule.name
         )

@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from guard.core.admission import Refusal, Ticket
-from guard.core.paths import BadPath, CanonicalTarget, canonicalize
+from guard.core.affinity import Affinity
+from guard.core.paths import BadPath, CanonicalTarget, canonicalize, param_route, route_of
 from guard.core.rules import CompiledRule
 from guard.core.state import Counter
 from guard.proxy.headers import (
@@ -32,6 +33,7 @@ from guard.proxy.headers import (
     new_request_id,
     request_head,
     response_head,
+    session_cookies,
 )
 from guard.proxy.responses import STATIC_PREFIX
 from guard.proxy.room_gate import QUEUE_PATH, Passage, enter, poll
@@ -76,6 +78,7 @@ class Exchange:
         "head_out",
         "orphans",
         "outcome",
+        "own_cookie",
         "passage",
         "path",
         "released",
@@ -104,6 +107,7 @@ class Exchange:
         self.up: UpstreamConnection | None = None
         self.head_out: bytes | None = None  # response head not yet written (coalescing)
         self.request_bytes = b""
+        self.own_cookie: bytes | None = None  # the client's affinity cookie (sticky_cookie)
         self.retry_left = 1 if req.method in IDEMPOTENT else 0
         self.done = False  # the client's side: answered (or gone) and logged
         self.released = False  # the backend's side: the slot given back
@@ -119,13 +123,14 @@ class Exchange:
             adm.record(adm.default_rule, "bad_request")
             return self.answer(gen.pages.error(status, True, head), status)
         try:
-            target = canonicalize(req.target.decode("latin-1"))
+            target = canonicalize(req.target.decode("latin-1"), adm.session_params)
         except BadPath:
             adm.record(adm.default_rule, "bad_request")
             return self.answer(gen.pages.error(400, True, head), 400)
         self.path = target.path
         if target.path.startswith(STATIC_PREFIX):
             self.outcome = "static"
+            adm.record(adm.default_rule, "static")
             return self.answer(gen.pages.asset(target.path, _closes(req), head), 200)
         if target.path == QUEUE_PATH:
             return poll(self, target.forward)
@@ -162,19 +167,20 @@ class Exchange:
     def admit(self, rule: CompiledRule, target: CanonicalTarget) -> None:
         gen, req = self.gen, self.req
         adm = gen.admission
+        affinity = adm.affinity  # None unless some backend has a route: no cost then
+        route = None if affinity is None else self.session_route(affinity, target.forward)
         room = gen.rooms.by_rule.get(rule.name) if gen.rooms is not None else None
         if room is None:
-            decision = adm.admit(rule, req.meta.client)
+            decision = adm.admit(rule, req.meta.client, route)
         else:
-            decision = enter(room, self, rule)
-            if self.done:  # the room answered: queue page, short retry
+            entered = enter(room, self, rule, route)
+            if entered is None:  # the room answered: queue page, short retry
                 return None
+            decision = entered
         if isinstance(decision, Refusal):
             return self.refuse(decision)
         self.outcome = "admitted"
         adm.record(rule, "admitted")
-        if decision is None:  # a bypass rule with no backend up
-            return self.answer(gen.pages.error(502, _closes(req), req.method == b"HEAD"), 502)
         self.ticket = decision
         if req.meta.host is None:  # HTTP/1.0 without Host: the backend's, as nginx sends
             req.meta.backend_host = backend_authority(decision.backend.host, decision.backend.port)
@@ -183,6 +189,17 @@ class Exchange:
         )
         self.conn.server.exchanges.add(self)
         self.send()
+
+    def session_route(self, affinity: Affinity, forward: str) -> str | None:
+        """The route the request's session names: guard's cookie, a session cookie, or
+        the kept path parameter (guard.core.affinity)."""
+        own, session = session_cookies(self.req.meta.kept, affinity.cookies, affinity.cookie)
+        self.own_cookie = own
+        if own:
+            return own.decode("latin-1")
+        if session is not None:
+            return route_of(session.decode("latin-1"))
+        return param_route(forward)
 
     def refuse(self, refusal: Refusal) -> None:
         req, pages = self.req, self.gen.pages
@@ -272,8 +289,17 @@ class Exchange:
         conn.streaming = self.up
         if conn.output_paused:
             self.up.pause_reading()  # the client is still behind on earlier answers
+        affinity = self.gen.admission.affinity
+        if affinity is not None and affinity.cookie is not None:
+            framing += self.affinity_cookie(affinity, ticket.backend.route)
         block = head.block if self.passage is None else self.passage.response_block(head.block)
         self.head_out = response_head(head.status, block, framing, close, req.version)
+
+    def affinity_cookie(self, affinity: Affinity, route: str | None) -> bytes:
+        """Set-Cookie for guard's affinity cookie, when the client's differs (insert)."""
+        if route is None or (self.own_cookie is not None and self.own_cookie == route.encode()):
+            return b""
+        return affinity.set_cookie.get(route, b"")
 
     def upstream_body(self, chunk: bytes) -> None:
         if self.orphans is not None:

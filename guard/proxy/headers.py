@@ -420,3 +420,34 @@ _REASONS: Final = {int(s): s.phrase.encode() for s in HTTPStatus}
 
 def _reason(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
+
+
+def session_cookies(
+    kept: list[Header], names: tuple[bytes, ...], own: bytes | None
+) -> tuple[bytes | None, bytes | None]:
+    """(guard's affinity cookie ``own``, the first session cookie among ``names``) of the
+    request's Cookie headers, each None when absent. ``own`` is removed from the headers
+    the backend receives (HAProxy's ``indirect``): it is guard's, not the application's.
+    Called only when some backend has a route."""
+    own_value: bytes | None = None
+    session: bytes | None = None
+    emptied = False
+    for index in range(len(kept)):
+        name, value = kept[index]
+        if len(name) != 6 or name.lower() != b"cookie":
+            continue
+        pairs = [pair.strip() for pair in value.split(b";")]
+        mine = False
+        for pair in pairs:
+            key, _, val = pair.partition(b"=")
+            if own is not None and key == own:
+                own_value, mine = val, True
+            elif session is None and key in names:
+                session = val
+        if mine:
+            rest = b"; ".join([p for p in pairs if p.partition(b"=")[0] != own])
+            kept[index] = (name, rest)
+            emptied = emptied or not rest
+    if emptied:
+        kept[:] = [h for h in kept if h[1] or len(h[0]) != 6 or h[0].lower() != b"cookie"]
+    return own_value, session

@@ -80,7 +80,9 @@ def presented(room: Room, headers: list[Header], meta: RequestMeta) -> Presented
     return found
 
 
-def enter(room: Room, ex: Exchange, rule: CompiledRule) -> Ticket | Refusal | None:
+def enter(
+    room: Room, ex: Exchange, rule: CompiledRule, route: str | None = None
+) -> Ticket | Refusal | None:
     """A Ticket (forward it; ``ex.passage`` is set), a Refusal (answer it as usual), or
     None once the gate has answered by itself (queue page, short retry)."""
     req = ex.req
@@ -88,11 +90,11 @@ def enter(room: Room, ex: Exchange, rule: CompiledRule) -> Ticket | Refusal | No
     now, wall = ex.gen.clock(), room.wall()
     found = presented(room, req.headers, req.meta)
     if room.dry_run or req.method == b"OPTIONS":
-        return _plain(room, ex, rule, now, wall)
+        return _plain(room, ex, rule, now, wall, route)
     if found.pass_token:
         got = room.tokens.read_pass(found.pass_token, wall, room.pass_idle)
         if isinstance(got, Pass):
-            return _with_pass(room, ex, rule, got, False, found)
+            return _with_pass(room, ex, rule, got, False, found, route)
         room.reject("pass", got)
     place: Place | None = None
     if found.place_token:
@@ -108,9 +110,9 @@ def enter(room: Room, ex: Exchange, rule: CompiledRule) -> Ticket | Refusal | No
             _queue(room, ex, place, control.renewed_place(place, wall), found)
             return None
         room.count("replayed" if converted[1] else "converted")
-        return _with_pass(room, ex, rule, converted[0], True, found)
+        return _with_pass(room, ex, rule, converted[0], True, found, route)
     if control.can_enter_directly(now, wall):
-        decision = adm.admit(rule, req.meta.client)
+        decision = adm.admit(rule, req.meta.client, route)
         if isinstance(decision, Ticket):
             minted = control.enter_directly(now, wall)
             if minted is not None:
@@ -127,7 +129,7 @@ def enter(room: Room, ex: Exchange, rule: CompiledRule) -> Ticket | Refusal | No
     if new is None:  # the room takes no places now
         state = control.state(wall)
         if state in (NOT_STARTED, ENDED):
-            return _plain(room, ex, rule, now, wall)
+            return _plain(room, ex, rule, now, wall, route)
         _queue(room, ex, None, None, found)
         return None
     room.count("issued")
@@ -136,11 +138,11 @@ def enter(room: Room, ex: Exchange, rule: CompiledRule) -> Ticket | Refusal | No
 
 
 def _plain(
-    room: Room, ex: Exchange, rule: CompiledRule, now: float, wall: float
+    room: Room, ex: Exchange, rule: CompiledRule, now: float, wall: float, route: str | None
 ) -> Ticket | Refusal | None:
     """The rule without its line: a dry run (counting what the room would have queued),
     OPTIONS, or a room outside its scheduled event."""
-    decision = ex.gen.admission.admit(rule, ex.req.meta.client)
+    decision = ex.gen.admission.admit(rule, ex.req.meta.client, route)
     if room.dry_run and room.controller.state(wall) not in (NOT_STARTED, ENDED):
         refused = isinstance(decision, Refusal) and decision.outcome == "over_capacity"
         if refused or not room.controller.can_enter_directly(now, wall):
@@ -151,7 +153,13 @@ def _plain(
 
 
 def _with_pass(
-    room: Room, ex: Exchange, rule: CompiledRule, p: Pass, fresh: bool, found: Presented
+    room: Room,
+    ex: Exchange,
+    rule: CompiledRule,
+    p: Pass,
+    fresh: bool,
+    found: Presented,
+    route: str | None,
 ) -> Ticket | Refusal | None:
     """A pass holder: the per-pass cap, then every ceiling as usual."""
     req, gen = ex.req, ex.gen
@@ -170,7 +178,7 @@ def _with_pass(
         )
         ex.answer(data, 429)
         return None
-    decision = gen.admission.admit(rule, req.meta.client)
+    decision = gen.admission.admit(rule, req.meta.client, route)
     if isinstance(decision, Ticket):
         ex.passage = Passage(room, lease, extra)
         return decision

@@ -101,6 +101,7 @@ async def test_status(client: TestClient[Any, Any]) -> None:
             "up": True,
             "draining": False,
             "orphaned": 0,
+            "sticky_rerouted": 0,
         }
     ]
     assert doc["rules"] == [

@@ -127,7 +127,7 @@ def test_down_backend_cooldown_and_recovery() -> None:
     a.health.mark_failure(clock(), a.cooldown)
     assert {ticket(admit(admission)).backend.name for _ in range(4)} == {"b"}
     admission.backends[1].health.mark_failure(clock(), 5.0)
-    assert refusal(admit(admission)).outcome == "over_capacity"  # nothing usable
+    assert refusal(admit(admission)).outcome == "unavailable"  # nothing usable: an outage
     clock.advance(a.cooldown)
     assert ticket(admit(admission)).backend.name == "a"  # tried again after the cooldown
     assert admission.snapshot().backends[0].up is False  # ... but not up yet
@@ -150,7 +150,7 @@ def test_bypass_ignores_ceilings_but_not_health() -> None:
     assert gauges(admission)[0] == 5  # counted in every gauge
     for slot in admission.backends:
         slot.health.mark_failure(clock(), 5.0)
-    assert admit(admission, "/static/x.css") is None  # caller answers 502
+    assert refusal(admit(admission, "/static/x.css")).outcome == "unavailable"  # none up
 
 
 def test_blocked_rule_and_blocked_client() -> None:

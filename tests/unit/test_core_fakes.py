@@ -32,6 +32,8 @@ class FakeBackend:
     max_active: int
     drain: bool = False
     cooldown: float = 5.0
+    route: str | None = None
+    sticky: str = "strict"
 
     @property
     def host(self) -> str:
@@ -54,6 +56,7 @@ class FakeRule:
     action: str = "wait"
     bypass: bool = False
     block: bool = False
+    reserve: int = 0
 
     @property
     def effective_burst(self) -> int:
@@ -74,6 +77,9 @@ class FakeConfig:
     block_ips: tuple[IPv4Network | IPv6Network, ...] = ()
     limits: FakeLimits = field(default_factory=FakeLimits)
     retry_after: float = 5.0
+    session_params: tuple[str, ...] = ("jsessionid",)
+    session_cookies: tuple[str, ...] = ("JSESSIONID",)
+    sticky_cookie: None = None
 
     @property
     def retry_after_s(self) -> int:

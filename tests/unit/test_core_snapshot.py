@@ -144,6 +144,7 @@ def test_json_keeps_the_status_field_names() -> None:
         "up": True,
         "draining": True,
         "orphaned": 0,
+        "sticky_rerouted": 0,
     }
     assert doc["rules"][0] == {
         "name": "event",
