@@ -45,7 +45,7 @@ async def test_waiting_page_reflects_retry_after_rule_and_request_id(
         shipped_page_header(tmp_path) + "retry_after: 12s\n" + backends_yaml(was) + RATE_RULE
     )
     r, page = await refused_page(guard.url, {"X-Request-Id": "order-4711"})
-    assert r.status == 429 and r.headers["Retry-After"] == "12"
+    assert r.status == 503 and r.headers["Retry-After"] == "12"
     assert r.headers["Content-Type"].startswith("text/html")
     refresh = re.search(r'<meta http-equiv="refresh" content="(\d+)">', page)
     assert refresh and 12 <= int(refresh.group(1)) <= 18, "meta refresh ignores retry_after"
