@@ -47,7 +47,7 @@ async def run_demo(port_base: int | None = None) -> int:
             return task.result()
         print(
             "\nguard demo is up (Ctrl-C to stop):\n"
-            f"  proxy    http://127.0.0.1:{proxy}/            (try /event/sale, /order/1, /admin/)\n"
+            f"  proxy    http://127.0.0.1:{proxy}/  (try /event/sale, /order/1, /admin/)\n"
             f"  metrics  http://127.0.0.1:{admin}/metrics\n"
             f"  status   http://127.0.0.1:{admin}/status\n"
             f"  WAS      http://127.0.0.1:{was_1}/__was/stats  http://127.0.0.1:{was_2}/__was/stats\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Final
@@ -24,7 +25,8 @@ class BindError(Exception):
     """A listening address guard cannot take: one line for the operator, no traceback."""
 
     def __init__(self, key: str, address: object, err: OSError) -> None:
-        reason = (err.strerror or str(err)).lower()
+        # asyncio's own strerror repeats the address; the plain errno text does not.
+        reason = os.strerror(err.errno).lower() if err.errno else str(err)
         super().__init__(f"guard: {key} {address}: {reason} (set another {key} or free it)")
 
 

@@ -86,7 +86,7 @@ async def test_access_log_on_stdout_pipe_nobody_reads(tmp_path: Path, fmt: str) 
         if write_end >= 0:
             os.close(write_end)
     report = [ln for ln in err_path.read_text().splitlines() if "log lines dropped" in ln]
-    assert len(report) == 1, err_path.read_text()  # one line per interval, not one per line
+    assert 1 <= len(report) <= 3, err_path.read_text()  # one per interval, not one per line
 
 
 async def test_access_log_and_guard_log_on_a_stderr_pipe_nobody_reads(tmp_path: Path) -> None:
