@@ -37,7 +37,10 @@ def parser() -> argparse.ArgumentParser:
     # metavar lists the commands for users; `worker` is started by the supervisor only.
     sub = top.add_subparsers(dest="command", required=True, metavar="{run,check,demo}")
     config_help = f"config file (default: {DEFAULT_CONFIG})"
-    for name, text in (("run", "serve"), ("check", "validate the config like nginx -t")):
+    for name, text in (
+        ("run", "serve: SIGHUP reloads, SIGUSR1 reopens the access log, SIGTERM drains and stops"),
+        ("check", "validate the config like nginx -t"),
+    ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
     demo = sub.add_parser("demo", help="two simulated WAS instances with guard in front")
