@@ -312,3 +312,17 @@ def test_reopen_writes_buffered_lines_to_the_old_file_then_opens_the_path(
     assert "path=/before " in (tmp_path / "access.log.1").read_text()
     assert "path=/after " in target.read_text()
     assert "/before" not in target.read_text()
+
+
+def test_sampling_settings_are_validated_with_file_line_and_key(tmp_path: Path) -> None:
+    from guard.config import ConfigError, load_config
+
+    path = tmp_path / "guard.yaml"
+    path.write_text(
+        "backends:\n  - {name: b, url: 'http://127.0.0.1:1', max_active: 1}\n"
+        "access_log: {refusals: some, refusal_lines_per_second: 0}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    keys = {(p.line, p.key) for p in info.value.problems}
+    assert keys == {(3, "access_log.refusals"), (3, "access_log.refusal_lines_per_second")}
