@@ -13,6 +13,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py compiled.txt README.md ./
+# guard/demo.yaml links to config/demo.yaml: both go in, the wheel gets the file itself.
+COPY config ./config
 COPY guard ./guard
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
@@ -26,10 +28,8 @@ COPY --from=build /wheels /tmp/wheels
 RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin guard
 
-COPY static /opt/guard/static
+# The default pages (waiting, maintenance, errors) ship inside the package.
 COPY config/guard.yaml /etc/guard/guard.yaml
-# The shipped example points its waiting page at ../static relative to the config folder.
-RUN ln -s /opt/guard/static /etc/static
 
 USER guard
 EXPOSE 8000

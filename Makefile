@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml setup.py
 # shadow its .py: every .so outside the compiled packages is removed first.
 $(BUILT): $(STAMP) setup.py compiled.txt $(COMPILED_SRC)
 	find guard -name '*.so' $(foreach d,$(COMPILED_DIRS),-not -path '$(d)/*') -delete
+	@echo "Compiling the request path ($(COMPILED_DIRS)) to C with mypyc: about 2 minutes the first time, seconds after that..."
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch guard__mypyc.*.so $(BUILT)  # mypyc relinks only what changed; mark this build current
 

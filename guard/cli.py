@@ -14,49 +14,90 @@ from typing import Any
 from guard.config import ConfigError, load_config, summarize
 
 DEFAULT_CONFIG = Path("config/guard.yaml")
+DESCRIPTION = (
+    "guard: a traffic guard in front of your WAS fleet. It counts the requests in flight per "
+    "backend, URL rule and site, and answers the excess itself with a waiting page."
+)
 log = logging.getLogger("guard")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="guard", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "serve"), ("check", "validate the config like nginx -t")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
-    sub.add_parser("demo", help="two simulated WAS instances with guard in front")
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("guard")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="guard", description=DESCRIPTION)
+    top.add_argument("--version", action="version", version=f"guard {version()}")
+    # metavar lists the commands for users; `worker` is started by the supervisor only.
+    sub = top.add_subparsers(dest="command", required=True, metavar="{run,check,demo,surge}")
+    config_help = f"config file (default: {DEFAULT_CONFIG})"
+    for name, text in (
+        ("run", "serve: SIGHUP reloads, SIGUSR1 reopens the access log, SIGTERM drains and stops"),
+        ("check", "validate the config like nginx -t"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+    demo = sub.add_parser("demo", help="two simulated WAS instances with guard in front")
+    demo.add_argument(
+        "--port-base",
+        type=int,
+        help="use ports N..N+3 (proxy, admin, was-1, was-2) instead of 8000, 9100, 8081, 8082",
+    )
     from guard.tools.surge_args import add_arguments as add_surge_arguments
 
     add_surge_arguments(sub.add_parser("surge", help="flash-sale load generator (loopback)"))
-    worker = sub.add_parser("worker")  # started by the supervisor when workers > 1
+    worker = sub.add_parser("worker")
     worker.add_argument("-c", "--config", type=Path, required=True)
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--of", type=int, required=True)
     worker.add_argument("--admin-socket", type=Path, required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("GUARD_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    from guard.logs import setup_logging, stop_logging
+
+    args = parser().parse_args(argv)
     if args.command == "check":
         sys.exit(check(args.config))
-    require_c_parsers()
-    raise_fd_limit()
-    tune_gc()
-    if args.command == "run":
-        sys.exit(run(args.config))
-    if args.command == "surge":
+    if args.command == "surge":  # a client: no server tuning, its own terminal output
         from guard.tools.surge import run_surge
 
         sys.exit(run_loop(run_surge(args)))
-    if args.command == "worker":
-        from guard.serve import serve
+    setup_logging(os.environ.get("GUARD_LOG_LEVEL", "INFO"))
+    try:
+        code = start(args)
+    finally:
+        stop_logging()
+    sys.exit(code)
 
-        share = (args.index, args.of)
-        sys.exit(run_loop(serve(args.config, share=share, admin_socket=args.admin_socket)))
-    from guard.tools.demo import run_demo
 
-    sys.exit(run_loop(run_demo()))
+def start(args: argparse.Namespace) -> int:
+    from guard.serve import BindError
+
+    require_c_parsers()
+    raise_fd_limit()
+    tune_gc()
+    try:
+        if args.command == "run":
+            return run(args.config)
+        if args.command == "worker":
+            from guard.serve import serve
+
+            share = (args.index, args.of)
+            return run_loop(serve(args.config, share=share, admin_socket=args.admin_socket))
+        from guard.tools.demo import run_demo
+
+        return run_loop(run_demo(args.port_base))
+    except BindError as err:
+        print(err, file=sys.stderr, flush=True)
+        return 1
 
 
 def check(path: Path) -> int:

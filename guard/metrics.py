@@ -26,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.registry import Collector
 
 from guard.core import OUTCOMES, Snapshot
+from guard.proxy.logsink import LINES_DROPPED
 
 __all__ = [
     "CONTENT_TYPE",
@@ -97,7 +98,12 @@ class GuardCollector(Collector):
         sticky = _sticky_family()
         for b in snap.backends:
             sticky.add_metric([b.name], b.sticky_rerouted)
-        return (active, ceiling, requests, errors, duration, up, reloads, orphaned, sticky)
+        dropped = CounterMetricFamily(
+            "guard_log_lines_dropped",
+            "Access-log and guard log lines dropped because their destination could not keep up.",
+            value=LINES_DROPPED.lines,
+        )
+        return (active, ceiling, requests, errors, duration, up, reloads, orphaned, sticky, dropped)
 
 
 def _families() -> tuple[

@@ -57,10 +57,11 @@ class Runtime:
     ) -> Generation:
         cfg = loaded.config
         admission = Admission(cfg, self.state, self.clocks.monotonic, share=self.share)
-        pages = Pages(cfg.waiting_page, cfg.static_dir, cfg.retry_after_s)
+        pages = Pages.from_config(cfg)
         same_log = old_loaded is not None and old_loaded.config.access_log == cfg.access_log
         if old is not None and same_log:
             access_log = old.access_log
+            access_log.reopen()  # logrotate: a reload reopens the file, as SIGUSR1 does
         else:
             access_log = AccessLog.from_config(cfg.access_log, clock=self.clocks.wall)
         pools = self._pools(loaded, old)

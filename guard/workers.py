@@ -112,6 +112,11 @@ class Supervisor:
         status = max(code for code, _ in answers)
         return status, json.loads(answers[0][1])
 
+    def signal_workers(self, sig: int) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(sig)
+
     async def stop(self) -> None:
         self.stopping = True
         for proc in self.procs:
@@ -203,6 +208,7 @@ async def supervise(path: Path, n: int) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(sup.reload()))
+    loop.add_signal_handler(signal.SIGUSR1, sup.signal_workers, signal.SIGUSR1)  # logrotate
     log.info("supervising %d workers on %s; admin on %s", n, cfg.listen, cfg.admin_listen)
     await stop.wait()
     await sup.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,11 @@ from guard.config.reader import read_yaml
 from guard.config.rooms import Room, check_rooms
 from guard.config.sections import (
     MODEL,
+    SHIPPED_STATIC,
     AccessLog,
     Backend,
     Limits,
+    Page,
     Rule,
     StickyCookie,
     Timeouts,
@@ -64,6 +67,7 @@ from guard.config.types import (
     PositiveInt,
     SessionParams,
     Size,
+    shown,
 )
 
 __all__ = ["Config", "LoadedConfig", "load_config", "parse_config"]
@@ -78,6 +82,7 @@ STRIP_HEADERS = (
     "X-Forwarded-Port",
     "X-Forwarded-Prefix",
 )
+_IMAGES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".ico"})
 
 
 class Config(BaseModel):
@@ -87,7 +92,11 @@ class Config(BaseModel):
     admin_listen: HostPort = HostPort(host="127.0.0.1", port=9100)
     workers: PositiveInt = 1
     max_active: PositiveInt | None = None  # site-wide ceiling
-    waiting_page: Path = Field(default=Path("../static/waiting.html"), validate_default=True)
+    # Defaults: the bilingual pages shipped inside the package (guard/static).
+    waiting_page: Path = Field(default=SHIPPED_STATIC / "waiting.html", validate_default=True)
+    maintenance_page: Path = Field(
+        default=SHIPPED_STATIC / "maintenance.html", validate_default=True
+    )
     # Typed Path, not Path | None: it is always set after validation (default: the
     # waiting page's folder), so no consumer has to handle None.
     static_dir: Path = Field(default=None, validate_default=True)
@@ -99,6 +108,7 @@ class Config(BaseModel):
     limits: Limits = Limits()
     client_max_size: Size = 100 << 20
     access_log: AccessLog = AccessLog()
+    page: Page = Page()
     backends: tuple[Backend, ...] = Field(min_length=1)
     rules: tuple[Rule, ...] = ()
     rooms: tuple[Room, ...] = ()
@@ -112,7 +122,16 @@ class Config(BaseModel):
     def retry_after_s(self) -> int:
         return max(1, math.ceil(self.retry_after))
 
-    @field_validator("waiting_page")
+    @property
+    def logo_url(self) -> str:
+        """Where the pages load the logo from: the configured URL, the configured file in
+        static_dir (served under /__guard/static/), or the shipped logo."""
+        logo = self.page.logo
+        if logo is None:
+            return "/__guard/static/logo.svg"
+        return logo if self.page.logo_is_url else "/__guard/static/" + logo
+
+    @field_validator("waiting_page", "maintenance_page")
     @classmethod
     def _check_waiting_page(cls, value: Path, info: ValidationInfo) -> Path:
         value = resolve(value, info)
@@ -138,6 +157,22 @@ class Config(BaseModel):
         if checking_files(info) and not path.is_dir():
             raise file_error("no such folder", path)
         return path
+
+    @field_validator("page")
+    @classmethod
+    def _logo_in_static_dir(cls, value: Page, info: ValidationInfo) -> Page:
+        folder = info.data.get("static_dir")
+        if value.logo is None or value.logo_is_url or not isinstance(folder, Path):
+            return value
+        if not checking_files(info):
+            return value
+        logo = Path(os.path.normpath(folder / value.logo))
+        if folder not in logo.parents or logo.suffix.lower() not in _IMAGES:
+            reason = f"expected a URL or a web image file inside static_dir ({folder})"
+            raise conflicts([(("logo",), f"{reason}, got {shown(value.logo)}")])
+        if not logo.is_file():
+            raise conflicts([(("logo",), f"no such file: {logo}")])
+        return value
 
     @field_validator("backends", "rules")
     @classmethod

@@ -36,11 +36,8 @@ ApiStatus = Literal[429, 503]
 
 
 def shipped(name: str) -> Path:
-    """A file guard ships (the default queue page and its script): guard/static/ once it is
-    package data, the checkout's static/ until then."""
-    package = Path(__file__).resolve().parent.parent
-    inside = package / "static" / name
-    return inside if inside.exists() else package.parent / "static" / name
+    """A file guard ships as package data (the default queue page and its script)."""
+    return Path(__file__).resolve().parent.parent / "static" / name
 
 
 def _timestamp(value: Any) -> float:

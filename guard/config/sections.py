@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -39,14 +41,17 @@ from guard.config.types import (
     Rate,
     Route,
     Size,
+    shown,
 )
 
 __all__ = [
     "MODEL",
+    "SHIPPED_STATIC",
     "AccessLog",
     "Backend",
     "Health",
     "Limits",
+    "Page",
     "Rule",
     "StickyCookie",
     "Timeouts",
@@ -56,6 +61,8 @@ __all__ = [
 ]
 
 MODEL = ConfigDict(frozen=True, extra="forbid")
+# The pages and assets shipped inside the package: the defaults when the config names none.
+SHIPPED_STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 def resolve(value: Path, info: ValidationInfo) -> Path:
@@ -139,6 +146,10 @@ class AccessLog(BaseModel):
 
     format: Annotated[Literal["json", "text", "off"], BeforeValidator(_log_format)] = "json"
     path: Path | None = None  # None: stdout
+    # all: one line per refused request (the default, as before); sampled: at most
+    # refusal_lines_per_second lines per rule, plus a summary line of what was left out.
+    refusals: Literal["all", "sampled"] = "all"
+    refusal_lines_per_second: PositiveInt = 20
 
     @field_validator("path")
     @classmethod
@@ -149,6 +160,34 @@ class AccessLog(BaseModel):
         if checking_files(info) and not value.parent.is_dir():
             raise file_error("folder does not exist", value.parent)
         return value
+
+
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def _colour(value: Any) -> Any:
+    if not (isinstance(value, str) and _COLOUR.fullmatch(value)):
+        form = 'expected a colour like "#1a73e8"'
+        raise PydanticCustomError(
+            "guard_colour", "{form}, got {got}", {"form": form, "got": shown(value)}
+        )
+    return value
+
+
+class Page(BaseModel):
+    """Branding of the pages guard serves itself (waiting, maintenance, errors)."""
+
+    model_config = MODEL
+
+    shop_name: Annotated[str, Field(max_length=100)] = ""
+    # A URL ("https://...", "/img/logo.png") used as is, or a file in static_dir (checked
+    # by the top level, which knows static_dir; see Config.logo_url).
+    logo: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    primary_color: Annotated[str, BeforeValidator(_colour)] = "#3b6ef5"
+
+    @property
+    def logo_is_url(self) -> bool:
+        return self.logo is not None and (self.logo.startswith(("/", "http://", "https://")))
 
 
 class Health(BaseModel):

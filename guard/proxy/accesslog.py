@@ -5,11 +5,18 @@ module (records, handlers, a lock and a write per line) and builds each line wit
 f-string. Lines are appended to a list and written in one ``write`` when the buffer passes
 ``flush_bytes`` or when the runtime calls :meth:`AccessLog.flush` (every 0.2 s and at shutdown).
 
-The class is pure: no asyncio, the output stream is injected. A stuck stream (a non-blocking
-pipe nobody reads, ``EAGAIN``) keeps the unwritten bytes for the next flush; past
-``max_buffer_bytes`` new lines are dropped and counted in :attr:`AccessLog.dropped` instead
-of growing memory without bound. (A *blocking* stream that never returns cannot be helped
-from inside the event loop; point the log at a file or a pipe that is read.)
+The class has no asyncio; the stream is injected, or opened non-blocking by ``logsink``
+(stdout, stderr, a file, a pipe). A stuck stream (a pipe nobody reads, ``EAGAIN``) keeps the
+unwritten bytes for the next flush; past ``max_buffer_bytes`` new lines are dropped whole
+(never half a line) and counted in :attr:`AccessLog.dropped` and in the process-wide
+``LINES_DROPPED`` (the metric ``guard_log_lines_dropped_total``) instead of growing memory
+or blocking the event loop.
+
+With ``refusal_lines_per_second`` (``access_log.refusals: sampled``), refused requests are
+logged at most that many times per second and rule; the rest are counted and reported in
+one summary line per rule (``outcome`` "suppressed", ``count``) when the second is over.
+``reopen`` (SIGUSR1, reload) writes what is buffered to the old file and opens the path
+anew, so logrotate's default rename-then-signal loses nothing.
 
 Strings that the client controls (method, path, request id, forwarded address) are escaped
 with the stdlib's C JSON string encoder, which is cheaper than checking whether escaping is
@@ -26,7 +33,9 @@ from json.encoder import encode_basestring_ascii as _q
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
-__all__ = ["AccessLog", "AccessLogConfigLike", "Sink"]
+from guard.proxy.logsink import LINES_DROPPED, DropCount, Sink, open_fd, open_path
+
+__all__ = ["LINES_DROPPED", "AccessLog", "AccessLogConfigLike", "DropCount", "Sink"]
 
 Format = Literal["json", "text", "off"]
 
@@ -34,11 +43,8 @@ _THOUSANDTHS: Final = tuple(f"{i:03d}" for i in range(1000))
 _MILLIS: Final = tuple(f"{t}Z" for t in _THOUSANDTHS)
 
 
-class Sink(Protocol):
-    """A binary stream. ``write`` returns the bytes written (possibly fewer, or None when a
-    non-blocking stream would block), as io.FileIO does; BlockingIOError is also handled."""
-
-    def write(self, data: bytes | memoryview, /) -> int | None: ...
+# Outcomes that are not refusals: never sampled.
+_SERVED: Final = frozenset({"admitted", "static"})
 
 
 class AccessLogConfigLike(Protocol):
@@ -50,6 +56,12 @@ class AccessLogConfigLike(Protocol):
     @property
     def path(self) -> Path | None: ...
 
+    @property
+    def refusals(self) -> str: ...
+
+    @property
+    def refusal_lines_per_second(self) -> int: ...
+
 
 class AccessLog:
     __slots__ = (
@@ -60,13 +72,16 @@ class AccessLog:
         "_lines",
         "_max_bytes",
         "_milli",
+        "_path",
         "_pending",
+        "_per_second",
         "_sec",
         "_sec_text",
         "_size",
         "_stream",
         "_stuck",
         "_ts",
+        "_windows",
         "dropped",
         "enabled",
     )
@@ -77,9 +92,11 @@ class AccessLog:
         stream: Sink | None,
         *,
         flush_bytes: int = 64 * 1024,
-        max_buffer_bytes: int = 4 * 1024 * 1024,
+        max_buffer_bytes: int = 1024 * 1024,
         clock: Callable[[], float] = time.time,
         close: Callable[[], object] | None = None,
+        refusal_lines_per_second: int = 0,
+        path: Path | None = None,
     ) -> None:
         if fmt not in ("json", "text", "off"):
             raise ValueError(f"access log format must be json, text or off, got {fmt!r}")
@@ -99,6 +116,11 @@ class AccessLog:
         self._milli = -1
         self._ts = ""
         self.dropped = 0  # lines lost to a full buffer or a failing stream
+        self._path = path  # reopened by reopen(); None: an inherited stream, never reopened
+        self._per_second = refusal_lines_per_second  # 0: log every refusal
+        # rule -> [second, refusal lines logged in it, refusals left out]; rules are config
+        # names, so this stays as small as the config.
+        self._windows: dict[str, list[int]] = {}
 
     @classmethod
     def from_config(
@@ -116,16 +138,22 @@ class AccessLog:
         fmt: Format = "json" if cfg.format == "json" else "text"
         if cfg.format not in ("json", "text"):
             raise ValueError(f"access log format must be json, text or off, got {cfg.format!r}")
+        per_second = cfg.refusal_lines_per_second if cfg.refusals == "sampled" else 0
+        if stdout is not None and cfg.path is None:
+            return cls(fmt, stdout, clock=clock, refusal_lines_per_second=per_second)
         if cfg.path is not None:
-            # Unbuffered: our own buffer is the only one, so a flush really reaches the file.
-            f = open(cfg.path, "ab", buffering=0)  # noqa: SIM115 - owned by the AccessLog
-            return cls(fmt, f, close=f.close, clock=clock)
-        if stdout is not None:
-            return cls(fmt, stdout, clock=clock)
-        # Raw fd 1, bypassing sys.stdout's buffer (which would hold lines back in a pipe).
-        sys.stdout.flush()
-        out = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)  # noqa: SIM115
-        return cls(fmt, out, close=out.close, clock=clock)
+            stream, close = open_path(cfg.path)
+        else:
+            sys.stdout.flush()  # our own buffer is the only one from here on
+            stream, close = open_fd(1)
+        return cls(
+            fmt,
+            stream,
+            close=close,
+            clock=clock,
+            refusal_lines_per_second=per_second,
+            path=cfg.path,
+        )
 
     def log(
         self,
@@ -141,16 +169,9 @@ class AccessLog:
     ) -> None:
         if not self.enabled:
             return
-        milli = int(self._clock() * 1000.0)
-        if milli != self._milli:
-            # The timestamp is rebuilt once per millisecond, strftime once per second.
-            sec = milli // 1000
-            if sec != self._sec:
-                self._sec = sec
-                self._sec_text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
-            self._milli = milli
-            self._ts = self._sec_text + _MILLIS[milli - sec * 1000]
-        ts = self._ts
+        ts = self._stamp()
+        if self._per_second and outcome not in _SERVED and not self._sampled(rule):
+            return
         # Milliseconds with three decimals, from whole microseconds: a float format spec
         # costs more than the rest of the line (and turns a compiled f-string into format()).
         micros = int(duration_s * 1_000_000.0 + 0.5)  # rounded, as "%.3f" would
@@ -171,17 +192,71 @@ class AccessLog:
                 f" backend={_t(backend)} outcome={_t(outcome)} status={status}"
                 f" duration_ms={ms}\n"
             )
+        self._append(line)
+
+    def _stamp(self) -> str:
+        """The current time as text; rebuilt once per millisecond, strftime once per second."""
+        milli = int(self._clock() * 1000.0)
+        if milli != self._milli:
+            sec = milli // 1000
+            if sec != self._sec:
+                self._sec = sec
+                self._sec_text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+            self._milli = milli
+            self._ts = self._sec_text + _MILLIS[milli - sec * 1000]
+        return self._ts
+
+    def _sampled(self, rule: str) -> bool:
+        """Whether this refusal gets its line: the first N of each second and rule do."""
+        window = self._windows.get(rule)
+        if window is None:
+            window = self._windows[rule] = [self._sec, 0, 0]
+        elif window[0] != self._sec:
+            if window[2]:
+                self._summary(rule, window[2])
+            window[0], window[1], window[2] = self._sec, 0, 0
+        if window[1] >= self._per_second:
+            window[2] += 1
+            return False
+        window[1] += 1
+        return True
+
+    def _summarise_past_seconds(self) -> None:
+        """Report the refusals left out in seconds that are over, even if none follow."""
+        self._stamp()
+        for rule, window in self._windows.items():
+            if window[2] and window[0] != self._sec:
+                self._summary(rule, window[2])
+                window[2] = 0
+
+    def _summary(self, rule: str, count: int) -> None:
+        if self._json:
+            line = (
+                f'{{"time":"{self._ts}","rule":{_cached_q(rule)},"outcome":"suppressed"'
+                f',"count":{count}}}\n'
+            )
+        else:
+            line = f"time={self._ts} rule={_t(rule)} outcome=suppressed count={count}\n"
+        self._append(line)
+
+    def _append(self, line: str) -> None:
         size = self._size + len(line)
         if size > self._max_bytes:
-            self.dropped += 1
+            self._drop(1)  # whole lines only: what is buffered is never cut
             return
         self._lines.append(line)
         self._size = size
         if size >= self._flush_bytes and not self._stuck:
             self.flush()
 
+    def _drop(self, lines: int) -> None:
+        self.dropped += lines
+        LINES_DROPPED.lines += lines
+
     def flush(self) -> None:
         """Write everything buffered in one call; never raises (a log must not fail requests)."""
+        if self._windows:
+            self._summarise_past_seconds()
         stream = self._stream
         if stream is None or not (self._lines or self._pending):
             return
@@ -201,11 +276,27 @@ class AccessLog:
             done += exc.characters_written
         except (OSError, ValueError):
             # Disk full, closed pipe, closed file: give the batch up, count it, keep serving.
-            self.dropped += n_lines + self._pending.count(b"\n")
+            self._drop(n_lines + self._pending.count(b"\n"))
             done = len(data)
         self._pending = data[done:]
         self._size = len(self._pending)
         self._stuck = bool(self._pending)
+
+    def reopen(self) -> None:
+        """logrotate: what is buffered goes to the file as it was (renamed or not), then the
+        configured path is opened anew. A file that cannot be opened keeps the old one."""
+        if self._path is None or self._stream is None:
+            return
+        self.flush()
+        try:
+            stream, close = open_path(self._path)
+        except OSError:
+            return
+        old_close = self._closer
+        self._stream, self._closer, self._stuck = stream, close, False
+        if old_close is not None:
+            with contextlib.suppress(OSError):
+                old_close()
 
     @property
     def buffered_bytes(self) -> int:
@@ -215,7 +306,7 @@ class AccessLog:
         """Flush and release the stream; lines a stuck stream still holds count as dropped."""
         self.flush()
         if self._pending:
-            self.dropped += self._pending.count(b"\n")
+            self._drop(self._pending.count(b"\n"))
             self._pending = b""
             self._size = 0
         self.enabled = False

@@ -210,7 +210,10 @@ class Exchange:
         if refusal.outcome == "blocked":
             return self.answer(pages.error(403, close, head), 403)
         html = not refusal.reject and req.meta.accept_html
-        data = pages.refusal(refusal.rule.name, refusal.outcome, refusal.status, html, close, head)
+        rid = req.meta.request_id
+        data = pages.refusal(
+            refusal.rule.name, refusal.outcome, refusal.status, html, close, head, rid
+        )
         self.answer(data, refusal.status)
 
     def answer(self, data: bytes, status: int) -> None:
@@ -390,7 +393,11 @@ class Exchange:
             if not req.discardable:
                 req.keep_alive = False
             head = req.method == b"HEAD"
-            conn.write(self.gen.pages.error(status, not req.keep_alive, head))
+            meta = req.meta
+            page = self.gen.pages.error(
+                status, not req.keep_alive, head, meta.accept_html, meta.request_id
+            )
+            conn.write(page)
         self.finish()
 
     def fail_internal(self) -> None:

@@ -173,9 +173,7 @@ def _with_pass(
     if lease is None:
         room.count("pass_busy")
         ex.outcome = "pass_busy"
-        data = short_retry(
-            gen.pages.waiting, False, "pass_busy", rule.name, extra, _closes(ex), _head(ex)
-        )
+        data = short_retry(b"", False, "pass_busy", rule.name, extra, _closes(ex), _head(ex))
         ex.answer(data, 429)
         return None
     decision = gen.admission.admit(rule, req.meta.client, route)
@@ -189,9 +187,8 @@ def _with_pass(
     room.count("pass_refused")
     ex.outcome = decision.outcome
     gen.admission.record(rule, "over_capacity")
-    data = short_retry(
-        gen.pages.waiting, html_ok, decision.outcome, rule.name, extra, _closes(ex), _head(ex)
-    )
+    page = gen.pages.waiting.render(rule.name, req.meta.request_id) if html_ok else b""
+    data = short_retry(page, html_ok, decision.outcome, rule.name, extra, _closes(ex), _head(ex))
     ex.answer(data, 503)
     return None
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,3 +58,47 @@ def test_run_refuses_an_invalid_config_without_starting(tmp_path: Path) -> None:
     done = guard("run", "-c", str(cfg))
     assert done.returncode != 0
     assert "backends" in done.stderr
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    done = guard("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"guard {version('guard')}"
+
+
+def test_help_is_for_users() -> None:
+    top = guard("--help")
+    assert top.returncode == 0
+    assert "worker" not in top.stdout  # started by the supervisor, never by hand
+    assert "sys.exit" not in top.stdout and "loop choice" not in top.stdout
+    run = guard("run", "--help")
+    assert "config file (default: config/guard.yaml)" in " ".join(run.stdout.split())
+
+
+def occupied_port() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock, int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("key", ["listen", "admin_listen"])
+def test_port_in_use_is_one_line_naming_the_key(tmp_path: Path, key: str) -> None:
+    sock, taken = occupied_port()
+    ports = {"listen": f"127.0.0.1:{taken}", "admin_listen": "127.0.0.1:0"}
+    if key == "admin_listen":
+        ports = {"listen": "127.0.0.1:0", "admin_listen": f"127.0.0.1:{taken}"}
+    (tmp_path / "waiting.html").write_text("wait")
+    cfg = tmp_path / "guard.yaml"
+    cfg.write_text(
+        f"listen: {ports['listen']}\nadmin_listen: {ports['admin_listen']}\n"
+        "backends:\n  - {name: b, url: 'http://127.0.0.1:1', max_active: 1}\n"
+    )
+    with sock:
+        done = guard("run", "-c", str(cfg))
+    assert done.returncode != 0
+    errors = [ln for ln in done.stderr.splitlines() if " INFO " not in ln]
+    assert len(errors) == 1, done.stderr
+    assert f"{key} 127.0.0.1:{taken}" in errors[0] and "in use" in errors[0]

@@ -208,6 +208,8 @@ def test_failing_stream_drops_batch_without_raising() -> None:
 class Cfg:
     format: str
     path: Path | None = None
+    refusals: str = "all"
+    refusal_lines_per_second: int = 10
 
 
 def test_from_config_file_appends_and_close_flushes(tmp_path: Path) -> None:
@@ -250,3 +252,77 @@ def test_timestamp_advances_with_the_clock() -> None:
         "2023-11-14T22:13:20.990Z",
         "2023-11-15T22:13:20.250Z",
     ]
+
+
+def refuse(log: AccessLog, rule: str, n: int, outcome: str = "over_capacity") -> None:
+    for _ in range(n):
+        log.log("10.0.0.7", "GET", "/event/1", rule, None, outcome, 503, 0.0, None)
+
+
+def test_sampled_refusals_keep_n_lines_per_second_per_rule_and_summarise_the_rest() -> None:
+    now = [T0]
+    buf = io.BytesIO()
+    log = AccessLog("json", buf, clock=lambda: now[0], refusal_lines_per_second=3)
+    refuse(log, "event", 10)
+    refuse(log, "coupon", 2, "rate_limited")
+    for _ in range(5):
+        entry(log)  # admitted requests are never sampled
+    log.flush()
+    docs = [json.loads(line) for line in lines(buf)]
+    assert [d["rule"] for d in docs if d["outcome"] == "over_capacity"] == ["event"] * 3
+    assert [d["rule"] for d in docs if d["outcome"] == "rate_limited"] == ["coupon"] * 2
+    assert sum(d["outcome"] == "admitted" for d in docs) == 5
+    assert not any(d["outcome"] == "suppressed" for d in docs)  # the second is not over yet
+
+    now[0] += 1.0  # the next second: a summary of what was left out, then 3 lines again
+    refuse(log, "event", 4)
+    log.flush()
+    docs = [json.loads(line) for line in lines(buf)][10:]
+    summary = [d for d in docs if d["outcome"] == "suppressed"]
+    assert summary == [
+        {"time": "2023-11-14T22:13:21.250Z", "rule": "event", "outcome": "suppressed", "count": 7}
+    ]
+    assert sum(d["outcome"] == "over_capacity" for d in docs) == 3
+
+    now[0] += 1.0  # no more refusals: the flush alone reports the last second
+    log.flush()
+    assert json.loads(lines(buf)[-1])["count"] == 1
+
+
+def test_sampled_summary_in_text_format() -> None:
+    now = [T0]
+    buf = io.BytesIO()
+    log = AccessLog("text", buf, clock=lambda: now[0], refusal_lines_per_second=1)
+    refuse(log, "event", 3)
+    now[0] += 1.0
+    log.flush()
+    assert lines(buf)[-1] == "time=2023-11-14T22:13:21.250Z rule=event outcome=suppressed count=2"
+
+
+def test_reopen_writes_buffered_lines_to_the_old_file_then_opens_the_path(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "access.log"
+    log = AccessLog.from_config(Cfg("text", target))
+    entry(log, path="/before")
+    target.rename(tmp_path / "access.log.1")
+    log.reopen()
+    entry(log, path="/after")
+    log.close()
+    assert "path=/before " in (tmp_path / "access.log.1").read_text()
+    assert "path=/after " in target.read_text()
+    assert "/before" not in target.read_text()
+
+
+def test_sampling_settings_are_validated_with_file_line_and_key(tmp_path: Path) -> None:
+    from guard.config import ConfigError, load_config
+
+    path = tmp_path / "guard.yaml"
+    path.write_text(
+        "backends:\n  - {name: b, url: 'http://127.0.0.1:1', max_active: 1}\n"
+        "access_log: {refusals: some, refusal_lines_per_second: 0}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    keys = {(p.line, p.key) for p in info.value.problems}
+    assert keys == {(3, "access_log.refusals"), (3, "access_log.refusal_lines_per_second")}

@@ -29,6 +29,7 @@ from guard.config import (
     problems_as_json,
     summarize,
 )
+from guard.config.sections import SHIPPED_STATIC
 from guard.config.types import (
     BackendUrl,
     Methods,
@@ -267,8 +268,8 @@ def test_defaults(site: Path) -> None:
     cfg = load(site, BACKENDS)
     assert str(cfg.listen) == "0.0.0.0:8000" and str(cfg.admin_listen) == "127.0.0.1:9100"
     assert (cfg.workers, cfg.max_active, cfg.retry_after, cfg.retry_after_s) == (1, None, 5.0, 5)
-    assert cfg.waiting_page == site.parent.parent / "static" / "waiting.html"
-    assert cfg.static_dir == site.parent.parent / "static"
+    assert cfg.waiting_page == SHIPPED_STATIC / "waiting.html"
+    assert cfg.static_dir == SHIPPED_STATIC
     assert (cfg.trusted_proxies, cfg.block_ips, cfg.rules) == ((), (), ())
     assert (cfg.timeouts.connect, cfg.timeouts.read, cfg.timeouts.shutdown) == (2.0, 30.0, 30.0)
     assert cfg.limits.model_dump() == {
@@ -363,8 +364,8 @@ def test_models_are_frozen(site: Path) -> None:
 
 def test_models_built_in_code_do_not_touch_the_filesystem() -> None:
     cfg = Config.model_validate({"backends": [{"name": "a", "url": "http://a:1", "max_active": 1}]})
-    assert cfg.waiting_page == Path("../static/waiting.html")
-    assert cfg.static_dir == Path("../static")
+    assert cfg.waiting_page == SHIPPED_STATIC / "waiting.html"
+    assert cfg.static_dir == SHIPPED_STATIC
 
 
 # --- YAML features -------------------------------------------------------------------
@@ -424,10 +425,12 @@ def test_missing_waiting_page(site: Path, tmp_path: Path) -> None:
     ]
 
 
-def test_missing_default_waiting_page_points_at_the_top(site: Path, tmp_path: Path) -> None:
-    shutil.rmtree(tmp_path / "static")
-    page = tmp_path / "static" / "waiting.html"
-    assert problems(site, "# guard\n", BACKENDS) == [(2, "waiting_page", f"no such file: {page}")]
+def test_default_pages_are_the_shipped_ones(site: Path, tmp_path: Path) -> None:
+    shutil.rmtree(tmp_path / "static")  # nothing beside the config: the package has them
+    cfg = load(site, BACKENDS)
+    assert cfg.waiting_page == SHIPPED_STATIC / "waiting.html"
+    assert cfg.maintenance_page == SHIPPED_STATIC / "maintenance.html"
+    assert cfg.static_dir == SHIPPED_STATIC and (SHIPPED_STATIC / "waiting.css").is_file()
 
 
 def test_waiting_page_must_be_a_file(site: Path, tmp_path: Path) -> None:
@@ -747,7 +750,9 @@ def test_parse_config_names_the_file_as_given(
     assert [str(p) for p in info.value.problems] == [
         "config/guard.yaml:1: workers: expected a number >= 1, got 0"
     ]
-    cfg = parse_config(BACKENDS, Path("config/guard.yaml"))
+    cfg = parse_config(
+        "waiting_page: ../static/waiting.html\n" + BACKENDS, Path("config/guard.yaml")
+    )
     assert cfg.waiting_page == tmp_path / "static" / "waiting.html"  # absolute once resolved
 
 
@@ -801,7 +806,7 @@ def test_demo_yaml(shipped: Path) -> None:
         10,
         "reject",
     )
-    assert cfg.waiting_page == shipped.parent / "static" / "waiting.html"
+    assert cfg.waiting_page == SHIPPED_STATIC / "waiting.html"  # the page inside the package
 
 
 def test_guard_yaml(shipped: Path) -> None:
