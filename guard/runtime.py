@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Final
 
+from guard.admin_access import AdminAccess
 from guard.config import ConfigError, LoadedConfig, load_config, problems_as_json
 from guard.core.admission import Admission
 from guard.core.clock import Clocks
@@ -47,6 +48,7 @@ class Runtime:
             self.state.health, self._backend_busy, self.clocks.monotonic
         )
         self.loaded: LoadedConfig = load_config(config_path)
+        self.admin_access = AdminAccess.from_config(self.loaded.config)
         self.gen: Generation = self._build(self.loaded, None, None)
         self.server: ProxyServer | None = None
         self._listener: asyncio.Server | None = None
@@ -107,6 +109,7 @@ class Runtime:
         async with self._reload_lock:
             try:
                 loaded = load_config(self.config_path)
+                admin_access = AdminAccess.from_config(loaded.config)  # re-reads the token
                 gen = self._build(loaded, self.loaded, self.gen)
             except ConfigError as err:
                 self.reload_counts["failure"] += 1
@@ -114,13 +117,13 @@ class Runtime:
                     log.error("reload failed: %s", problem)
                 self._event("reload", f"failure: {len(err.problems)} problem(s)")
                 return ReloadResult(False, problems=problems_as_json(err))
-            except OSError as err:
+            except (OSError, ValueError) as err:  # a file that changed since validation
                 self.reload_counts["failure"] += 1
                 log.error("reload failed: %s", err)
                 self._event("reload", f"failure: {err}")
                 doc = {"file": str(self.config_path), "line": 0, "key": "", "message": str(err)}
                 return ReloadResult(False, problems=[doc])
-            self.loaded, self.gen = loaded, gen
+            self.loaded, self.gen, self.admin_access = loaded, gen, admin_access
             if self.server is not None:
                 self.server.install(gen)
                 self._follow_health(loaded)
