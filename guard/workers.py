@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from guard.admin_access import AdminAccess, access_middleware
 from guard.config import ConfigError, load_config, problems_as_json
 from guard.core.snapshot import Snapshot, merge
 
@@ -52,6 +53,8 @@ class Supervisor:
         self.dir = Path(tempfile.mkdtemp(prefix="guard-workers-"))
         self.procs: list[asyncio.subprocess.Process | None] = [None] * n
         self.stopping = False
+        # The supervisor owns the admin port, so it applies the admin protection.
+        self.access = AdminAccess.from_config(load_config(path).config)
 
     def socket(self, i: int) -> Path:
         return self.dir / f"worker-{i}.sock"
@@ -103,11 +106,16 @@ class Supervisor:
 
     async def reload(self) -> tuple[int, dict[str, Any]]:
         try:
-            load_config(self.path)
+            access = AdminAccess.from_config(load_config(self.path).config)
         except ConfigError as err:
             for problem in err.problems:
                 log.error("reload refused: %s", problem)
             return 400, {"error": "invalid_config", "problems": problems_as_json(err)}
+        except (OSError, ValueError) as err:  # the token file changed since validation
+            log.error("reload refused: %s", err)
+            problem = {"file": str(self.path), "line": 0, "key": "", "message": str(err)}
+            return 400, {"error": "invalid_config", "problems": [problem]}
+        self.access = access
         answers = await self.ask_all("POST", "/reload")
         status = max(code for code, _ in answers)
         return status, json.loads(answers[0][1])
@@ -180,7 +188,7 @@ def admin_app(sup: Supervisor) -> web.Application:
         code, doc = await sup.reload()
         return web.json_response(doc, status=code)
 
-    app = web.Application(middlewares=[unavailable])
+    app = web.Application(middlewares=[access_middleware(lambda: sup.access), unavailable])
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
