@@ -113,8 +113,8 @@ class Supervisor:
             return 400, {"error": "invalid_config", "problems": problems_as_json(err)}
         except (OSError, ValueError) as err:  # the token file changed since validation
             log.error("reload refused: %s", err)
-            problem = {"file": str(self.path), "line": 0, "key": "", "message": str(err)}
-            return 400, {"error": "invalid_config", "problems": [problem]}
+            unusable = {"file": str(self.path), "line": 0, "key": "", "message": str(err)}
+            return 400, {"error": "invalid_config", "problems": [unusable]}
         self.access = access
         answers = await self.ask_all("POST", "/reload")
         status = max(code for code, _ in answers)
