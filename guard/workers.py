@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import sys
 import tempfile
@@ -139,26 +140,56 @@ def merge_status(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def merge_metrics(texts: list[str]) -> str:
     """Sum samples with the same name and labels across workers (max for the few that are
-    not additive). Metadata lines are kept from the first worker."""
-    order: list[str] = []
-    values: dict[str, float] = {}
+    not additive; ratios recomputed from the sums). Each family keeps its metadata (from
+    the first worker that has it) and all its samples together, also when the workers
+    run different configs for a moment (a reload under way)."""
+    meta: dict[str, list[str]] = {}  # family -> its # HELP / # TYPE lines
+    samples: dict[str, dict[str, float]] = {}  # family -> sample key -> merged value
     for text in texts:
+        family = ""
         for line in text.splitlines():
-            if not line or line.startswith("#"):
-                if text is texts[0]:
-                    order.append(line)
+            if line.startswith("#"):
+                family = line.split(" ", 3)[2] if line.count(" ") >= 2 else family
+                if len(meta.setdefault(family, [])) < 2 and line not in meta[family]:
+                    meta[family].append(line)
+                continue
+            if not line:
                 continue
             key, _, raw = line.rpartition(" ")
+            values = samples.setdefault(family, {})
             value = float(raw)
             if key not in values:
-                order.append(key)
                 values[key] = value
             elif key.startswith(_MAX_MERGE):
                 values[key] = max(values[key], value)
             else:
                 values[key] += value
-    lines = [f"{k} {values[k]!r}" if k in values else k for k in order]
+    if "guard_utilization" in samples:
+        samples["guard_utilization"] = _utilization(samples)
+    lines: list[str] = []
+    for family in dict.fromkeys([*meta, *samples]):
+        lines += meta.get(family, [])
+        lines += [f"{k} {v!r}" for k, v in samples.get(family, {}).items()]
     return "\n".join(lines) + "\n"
+
+
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _utilization(samples: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The fleet's active / ceiling per scope (a sum of the workers' ratios means nothing)."""
+    out: dict[str, float] = {}
+    for key in samples["guard_utilization"]:
+        labels_of = dict(_LABEL.findall(key))
+        scope, name = labels_of.get("scope", ""), labels_of.get("name", "")
+        labels = "" if scope == "site" else f'{{{scope}="{name}"}}'
+        active = samples.get(f"guard_{scope}_active", {}).get(f"guard_{scope}_active{labels}")
+        ceiling = samples.get(f"guard_{scope}_max_active", {}).get(
+            f"guard_{scope}_max_active{labels}"
+        )
+        if active is not None and ceiling:
+            out[key] = active / ceiling
+    return out
 
 
 def admin_app(sup: Supervisor) -> web.Application:

@@ -5,9 +5,11 @@ single guard's (issue 9 item 10)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import sys
 import textwrap
+from asyncio.subprocess import PIPE, STDOUT
 from pathlib import Path
 
 import aiohttp
@@ -76,6 +78,16 @@ async def test_merged_status_answers_200_through_reloads_that_change_the_rules(
             await poll_async(lambda: _more(answers, seen + 20), 10)
             stop.set()
             await asyncio.gather(*watchers)
+
+            async with s.get(f"{base}/metrics") as r:
+                merged = await r.text()
+            promtool = await asyncio.create_subprocess_exec(
+                shutil.which("promtool") or "/usr/bin/promtool", "check", "metrics",
+                stdin=PIPE, stdout=PIPE, stderr=STDOUT,
+            )  # fmt: skip
+            out, _ = await promtool.communicate(merged.encode())
+            assert promtool.returncode == 0, out.decode()
+            assert 'guard_utilization{name="shop",scope="rule"} 0.0' in merged
 
             async with s.get(f"{base}/status", headers={"Host": "evil.example"}) as r:
                 assert r.status == 403  # the supervisor's admin port is protected too
