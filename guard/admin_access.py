@@ -133,7 +133,11 @@ def _cross_origin(request: web.Request, host: str) -> bool:
     if site in ("cross-site", "same-site"):
         return True
     origin = request.headers.get("Origin")
-    return origin is not None and origin.lower() != f"http://{host.strip().lower()}"
+    if origin is None:
+        return False
+    # https too: the admin port may sit behind a TLS-terminating proxy named in admin_hosts.
+    host = host.strip().lower()
+    return origin.lower() not in (f"http://{host}", f"https://{host}")
 
 
 def _token_login(access: AdminAccess, request: web.Request, token: str) -> web.StreamResponse:

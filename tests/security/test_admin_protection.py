@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.config import ConfigError, load_config
+from guard.config import ConfigError, load_config, summarize
 from tests.conftest import Guard, StartGuard, StartWas, backends_yaml, write_config
 from tests.rawhttp import RawResponse, exchange
 
@@ -205,3 +205,14 @@ def test_admin_hosts_are_validated(tmp_path: Path, hosts: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.problems[0].key.startswith("admin_hosts")
+
+
+def test_guard_check_shows_the_admin_protection(tmp_path: Path) -> None:
+    (tmp_path / "t").write_text(TOKEN)
+    os.chmod(tmp_path / "t", 0o600)
+    indented = "\n        "  # the next line of the dedented config
+    path = config_with_token(
+        tmp_path, f"admin_token_file: t{indented}admin_hosts: [Guard.Internal]"
+    )
+    lines = summarize(load_config(path)).splitlines()
+    assert f"admin hosts guard.internal   admin token {tmp_path / 't'}" in lines
