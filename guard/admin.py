@@ -6,6 +6,10 @@ GET /status    JSON: the admission's Snapshot.to_json() (site, backends, rules, 
 GET /healthz   200 "ok" while the event loop answers
 POST /reload   re-reads the config file (same as SIGHUP); 200 summary | 400 problems
 
+Every route but /healthz is refused to a foreign Host, a state-changing request from a
+foreign Origin, and (with ``admin_token_file``) a request without the token:
+see guard.admin_access.
+
 The app only reads the runtime through :class:`RuntimeLike`, so it is built once and keeps
 showing the current admission across reloads. ``/reload`` takes no config in the body: the
 file on disk, which ``guard check`` validates and ops review, is the only source of truth.
@@ -14,12 +18,13 @@ file on disk, which ``guard check`` validates and ops review, is the only source
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from guard.admin_access import AdminAccess, access_middleware
 from guard.core import Snapshot
 from guard.metrics import make_registry, render
 from guard.reload import ReloadResult
@@ -144,10 +149,17 @@ class _Handlers:
         )
 
 
-def make_admin_app(runtime: RuntimeLike, *, process_metrics: bool = True) -> web.Application:
-    """Routes not listed answer 404; a listed path with another method answers 405."""
+def make_admin_app(
+    runtime: RuntimeLike,
+    *,
+    process_metrics: bool = True,
+    access: Callable[[], AdminAccess] | None = AdminAccess,
+) -> web.Application:
+    """Routes not listed answer 404; a listed path with another method answers 405.
+    ``access`` gives the protection in force (guard.admin_access; the default: loopback
+    names only, no token); None only for a unix socket, which file permissions guard."""
     h = _Handlers(runtime, process_metrics)
-    app = web.Application()
+    app = web.Application(middlewares=[access_middleware(access)] if access else [])
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/status", h.status)
     app.router.add_get("/healthz", h.healthz)

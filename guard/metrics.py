@@ -59,7 +59,7 @@ class GuardCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         # Registration calls describe(); answering with empty families avoids a snapshot there.
-        return [*_families(), _sticky_family()]
+        return [*_families(), _sticky_family(), *_ceiling_families()]
 
     def collect(self) -> Iterable[Metric]:
         snap = self._get_snapshot()
@@ -103,7 +103,19 @@ class GuardCollector(Collector):
             "Access-log and guard log lines dropped because their destination could not keep up.",
             value=LINES_DROPPED.lines,
         )
-        return (active, ceiling, requests, errors, duration, up, reloads, orphaned, sticky, dropped)
+        return (
+            active,
+            ceiling,
+            requests,
+            errors,
+            duration,
+            up,
+            reloads,
+            orphaned,
+            sticky,
+            dropped,
+            *_ceilings(snap),
+        )
 
 
 def _families() -> tuple[
@@ -162,6 +174,60 @@ def _sticky_family() -> CounterMetricFamily:
         " was down or draining: sessions lost, as with any proxy.",
         labels=["backend"],
     )
+
+
+def _ceiling_families() -> tuple[GaugeMetricFamily, ...]:
+    """Each ceiling beside its count, with the same labels, so that utilisation is one
+    division (`guard_backend_active / guard_backend_max_active`), plus the ready ratio."""
+    return (
+        GaugeMetricFamily("guard_site_active", "Requests in flight on the whole site."),
+        GaugeMetricFamily(
+            "guard_site_max_active", "The site's ceiling (max_active; absent when none is set)."
+        ),
+        GaugeMetricFamily(
+            "guard_backend_active", "Requests in flight on each backend.", labels=["backend"]
+        ),
+        GaugeMetricFamily(
+            "guard_backend_max_active", "Each backend's ceiling (max_active).", labels=["backend"]
+        ),
+        GaugeMetricFamily(
+            "guard_rule_active", "Requests in flight admitted by each rule.", labels=["rule"]
+        ),
+        GaugeMetricFamily(
+            "guard_rule_max_active",
+            "Each rule's ceiling (max_active; absent for rules without one).",
+            labels=["rule"],
+        ),
+        GaugeMetricFamily(
+            "guard_utilization",
+            "Active requests / ceiling, for every scope with a ceiling (1 = full).",
+            labels=["scope", "name"],
+        ),
+    )
+
+
+def _ceilings(snap: Snapshot) -> tuple[GaugeMetricFamily, ...]:
+    families = _ceiling_families()
+    site, site_max, backend, backend_max, rule, rule_max, utilization = families
+
+    def add(scope: str, name: str, active: int, ceiling: int | None) -> None:
+        if ceiling:  # a worker's share of a small ceiling may be 0: no ratio, not inf
+            utilization.add_metric([scope, name], active / ceiling)
+
+    site.add_metric([], snap.site.active)
+    if snap.site.max_active is not None:
+        site_max.add_metric([], snap.site.max_active)
+    add("site", "site", snap.site.active, snap.site.max_active)
+    for b in snap.backends:
+        backend.add_metric([b.name], b.active)
+        backend_max.add_metric([b.name], b.max_active)
+        add("backend", b.name, b.active, b.max_active)
+    for r in snap.rules:
+        rule.add_metric([r.name], r.active)
+        if r.max_active is not None:
+            rule_max.add_metric([r.name], r.max_active)
+        add("rule", r.name, r.active, r.max_active)
+    return families
 
 
 def _le(bound: float) -> str:

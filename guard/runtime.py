@@ -9,15 +9,18 @@ swaps it in whole.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Final
 
+from guard.admin_access import AdminAccess
 from guard.config import ConfigError, LoadedConfig, load_config, problems_as_json
 from guard.core.admission import Admission
 from guard.core.clock import Clocks
+from guard.core.events import EventLog
 from guard.core.state import MemoryState
-from guard.health import ProbeTarget, probe_forever
+from guard.health import HealthChecks, ProbeTarget
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.client import ClientConnection
 from guard.proxy.connection import ConnectionLimits
@@ -43,8 +46,13 @@ class Runtime:
         self.state = MemoryState()
         self.reload_counts = {"success": 0, "failure": 0}
         self.rooms = RoomRegistry(self.clocks)  # waiting rooms outlive generations
+        self.events = EventLog()
+        self.health_checks = HealthChecks(
+            self.state.health, self._backend_busy, self.clocks.monotonic
+        )
         self.loaded: LoadedConfig = load_config(config_path)
         self.rooms.warn(self.loaded.config)
+        self.admin_access = AdminAccess.from_config(self.loaded.config)
         self.gen: Generation = self._build(self.loaded, None, None)
         self.server: ProxyServer | None = None
         self._listener: asyncio.Server | None = None
@@ -111,22 +119,27 @@ class Runtime:
         async with self._reload_lock:
             try:
                 loaded = load_config(self.config_path)
+                admin_access = AdminAccess.from_config(loaded.config)  # re-reads the token
                 gen = self._build(loaded, self.loaded, self.gen)
             except ConfigError as err:
                 self.reload_counts["failure"] += 1
                 for problem in err.problems:
                     log.error("reload failed: %s", problem)
+                self._event("reload", f"failure: {len(err.problems)} problem(s)")
                 return ReloadResult(False, problems=problems_as_json(err))
-            except OSError as err:
+            except (OSError, ValueError) as err:  # a file that changed since validation
                 self.reload_counts["failure"] += 1
                 log.error("reload failed: %s", err)
+                self._event("reload", f"failure: {err}")
                 doc = {"file": str(self.config_path), "line": 0, "key": "", "message": str(err)}
                 return ReloadResult(False, problems=[doc])
-            self.loaded, self.gen = loaded, gen
+            self.loaded, self.gen, self.admin_access = loaded, gen, admin_access
             if self.server is not None:
                 self.server.install(gen)
+                self._follow_health(loaded)
             self.reload_counts["success"] += 1
             log.info("reloaded %s (sha256 %s)", loaded.path, loaded.sha256[:12])
+            self._event("reload", f"success: sha256 {loaded.sha256[:12]}")
             return ReloadResult(True, summary=self.summary())
 
     def summary(self) -> dict[str, Any]:
@@ -153,9 +166,7 @@ class Runtime:
         )
         self._tasks.append(loop.create_task(self._housekeeping()))
         self._tasks.append(loop.create_task(self._room_ticker()))
-        for backend in cfg.backends:
-            if backend.health is not None:
-                self._tasks.append(loop.create_task(self._health_loop(backend.name)))
+        self._follow_health(self.loaded)
 
     @property
     def bound_port(self) -> int:
@@ -187,20 +198,32 @@ class Runtime:
         """Every room's counters (for /status and metrics)."""
         return self.rooms.views()
 
-    async def _health_loop(self, name: str) -> None:
-        await probe_forever(
-            self.state.health(name), lambda: self._probe_target(name), self.clocks.monotonic
-        )
+    # -- backend health -----------------------------------------------------------------
+    def _follow_health(self, loaded: LoadedConfig) -> None:
+        """Probes and transition logs follow the config just installed."""
+        targets: dict[str, ProbeTarget] = {}
+        for b in loaded.config.backends:
+            self.state.health(b.name).observer = functools.partial(self._transition, b.name)
+            if b.health is not None:
+                h = b.health
+                targets[b.name] = ProbeTarget(
+                    b.host, b.port, h.path, h.timeout, h.interval, b.cooldown
+                )
+        self.health_checks.sync(targets)
 
-    def _probe_target(self, name: str) -> ProbeTarget | None:
-        """The current config's health check for backend `name` (None: a reload removed it)."""
-        backend = next((b for b in self.loaded.config.backends if b.name == name), None)
-        if backend is None or backend.health is None:
-            return None
-        h = backend.health
-        return ProbeTarget(
-            backend.host, backend.port, h.path, h.timeout, h.interval, backend.cooldown
-        )
+    def _event(self, kind: str, detail: str) -> None:
+        self.events.add(self.clocks.wall(), kind, str(self.config_path), detail)
+
+    def _backend_busy(self, name: str) -> bool:
+        return self.state.counter(("backend", name)).value > 0
+
+    def _transition(self, name: str, up: bool, reason: str) -> None:
+        """Every backend up/down transition: one log line and a recent event."""
+        if up:
+            log.info("backend %s up (%s)", name, reason)
+        else:
+            log.warning("backend %s down (%s)", name, reason)
+        self.events.add(self.clocks.wall(), "backend_up" if up else "backend_down", name, reason)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish up to timeouts.shutdown, then close."""
@@ -229,6 +252,7 @@ class Runtime:
             conn.abort()
         for task in self._tasks:
             task.cancel()
+        await self.health_checks.close()
         for pool in self.gen.pools.values():
             pool.close()
         self.rooms.save_all()

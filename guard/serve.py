@@ -33,7 +33,10 @@ class BindError(Exception):
 async def start_admin(runtime: Runtime, unix_path: Path | None = None) -> web.AppRunner:
     """The admin app on admin_listen, or (a worker under a supervisor) on a unix socket."""
     cfg = runtime.loaded.config
-    runner = web.AppRunner(make_admin_app(runtime), access_log=None)
+    # A unix socket (a worker's, in the supervisor's private folder) is guarded by file
+    # permissions; the supervisor applies the admin protection on the TCP port.
+    access = None if unix_path is not None else (lambda: runtime.admin_access)
+    runner = web.AppRunner(make_admin_app(runtime, access=access), access_log=None)
     await runner.setup()
     site: web.BaseSite
     if unix_path is not None:

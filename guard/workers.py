@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from guard.admin_access import AdminAccess, access_middleware
 from guard.config import ConfigError, load_config, problems_as_json
 from guard.core.snapshot import Snapshot, merge
 
@@ -52,6 +54,8 @@ class Supervisor:
         self.dir = Path(tempfile.mkdtemp(prefix="guard-workers-"))
         self.procs: list[asyncio.subprocess.Process | None] = [None] * n
         self.stopping = False
+        # The supervisor owns the admin port, so it applies the admin protection.
+        self.access = AdminAccess.from_config(load_config(path).config)
 
     def socket(self, i: int) -> Path:
         return self.dir / f"worker-{i}.sock"
@@ -103,11 +107,16 @@ class Supervisor:
 
     async def reload(self) -> tuple[int, dict[str, Any]]:
         try:
-            load_config(self.path)
+            access = AdminAccess.from_config(load_config(self.path).config)
         except ConfigError as err:
             for problem in err.problems:
                 log.error("reload refused: %s", problem)
             return 400, {"error": "invalid_config", "problems": problems_as_json(err)}
+        except (OSError, ValueError) as err:  # the token file changed since validation
+            log.error("reload refused: %s", err)
+            unusable = {"file": str(self.path), "line": 0, "key": "", "message": str(err)}
+            return 400, {"error": "invalid_config", "problems": [unusable]}
+        self.access = access
         answers = await self.ask_all("POST", "/reload")
         status = max(code for code, _ in answers)
         return status, json.loads(answers[0][1])
@@ -136,26 +145,56 @@ def merge_status(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def merge_metrics(texts: list[str]) -> str:
     """Sum samples with the same name and labels across workers (max for the few that are
-    not additive). Metadata lines are kept from the first worker."""
-    order: list[str] = []
-    values: dict[str, float] = {}
+    not additive; ratios recomputed from the sums). Each family keeps its metadata (from
+    the first worker that has it) and all its samples together, also when the workers
+    run different configs for a moment (a reload under way)."""
+    meta: dict[str, list[str]] = {}  # family -> its # HELP / # TYPE lines
+    samples: dict[str, dict[str, float]] = {}  # family -> sample key -> merged value
     for text in texts:
+        family = ""
         for line in text.splitlines():
-            if not line or line.startswith("#"):
-                if text is texts[0]:
-                    order.append(line)
+            if line.startswith("#"):
+                family = line.split(" ", 3)[2] if line.count(" ") >= 2 else family
+                if len(meta.setdefault(family, [])) < 2 and line not in meta[family]:
+                    meta[family].append(line)
+                continue
+            if not line:
                 continue
             key, _, raw = line.rpartition(" ")
+            values = samples.setdefault(family, {})
             value = float(raw)
             if key not in values:
-                order.append(key)
                 values[key] = value
             elif key.startswith(_MAX_MERGE):
                 values[key] = max(values[key], value)
             else:
                 values[key] += value
-    lines = [f"{k} {values[k]!r}" if k in values else k for k in order]
+    if "guard_utilization" in samples:
+        samples["guard_utilization"] = _utilization(samples)
+    lines: list[str] = []
+    for family in dict.fromkeys([*meta, *samples]):
+        lines += meta.get(family, [])
+        lines += [f"{k} {v!r}" for k, v in samples.get(family, {}).items()]
     return "\n".join(lines) + "\n"
+
+
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _utilization(samples: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The fleet's active / ceiling per scope (a sum of the workers' ratios means nothing)."""
+    out: dict[str, float] = {}
+    for key in samples["guard_utilization"]:
+        labels_of = dict(_LABEL.findall(key))
+        scope, name = labels_of.get("scope", ""), labels_of.get("name", "")
+        labels = "" if scope == "site" else f'{{{scope}="{name}"}}'
+        active = samples.get(f"guard_{scope}_active", {}).get(f"guard_{scope}_active{labels}")
+        ceiling = samples.get(f"guard_{scope}_max_active", {}).get(
+            f"guard_{scope}_max_active{labels}"
+        )
+        if active is not None and ceiling:
+            out[key] = active / ceiling
+    return out
 
 
 def admin_app(sup: Supervisor) -> web.Application:
@@ -185,7 +224,7 @@ def admin_app(sup: Supervisor) -> web.Application:
         code, doc = await sup.reload()
         return web.json_response(doc, status=code)
 
-    app = web.Application(middlewares=[unavailable])
+    app = web.Application(middlewares=[access_middleware(lambda: sup.access), unavailable])
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from guard.config.admin import AdminHost, TokenFile
 from guard.config.checks import (
     affinity_warnings,
     method_warnings,
@@ -90,6 +91,8 @@ class Config(BaseModel):
 
     listen: HostPort = HostPort(host="0.0.0.0", port=8000)
     admin_listen: HostPort = HostPort(host="127.0.0.1", port=9100)
+    admin_hosts: tuple[AdminHost, ...] = ()  # Host names served beyond loopback (rebinding)
+    admin_token_file: TokenFile = None  # bearer token for every admin endpoint but /healthz
     workers: PositiveInt = 1
     max_active: PositiveInt | None = None  # site-wide ceiling
     # Defaults: the bilingual pages shipped inside the package (guard/static).

@@ -16,6 +16,8 @@ def summarize(loaded: LoadedConfig) -> str:
     lines = [
         f"guard configuration {loaded.path} (sha256 {loaded.sha256[:12]})",
         f"listen {cfg.listen}   admin {cfg.admin_listen}   workers {cfg.workers}",
+        f"admin hosts {', '.join(cfg.admin_hosts) or '(loopback names only)'}   "
+        f"admin token {cfg.admin_token_file or 'none'}",
         f"site max_active {site}   retry_after {_duration(cfg.retry_after)}   "
         f"timeouts connect {_duration(cfg.timeouts.connect)} read {_duration(cfg.timeouts.read)}",
         f"waiting page {cfg.waiting_page}   static {cfg.static_dir}",

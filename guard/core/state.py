@@ -11,7 +11,7 @@ MemoryState is the in-process default.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Protocol
 
 from guard.core.bucket import ClientBuckets, TokenBucket
@@ -40,19 +40,27 @@ class Health:
     /status show) stays False until a request or health check succeeds (mark_success()).
     """
 
-    __slots__ = ("down_until", "up")
+    __slots__ = ("down_until", "observer", "up")
 
     def __init__(self) -> None:
         self.up = True
         self.down_until = 0.0
+        # Told of every up/down transition with its reason (the runtime logs it); None: nobody.
+        self.observer: Callable[[bool, str], None] | None = None
 
-    def mark_failure(self, now: float, cooldown: float) -> None:
+    def mark_failure(self, now: float, cooldown: float, reason: str = "passive: failure") -> None:
+        was_up = self.up
         self.up = False
         self.down_until = now + cooldown
+        if was_up and self.observer is not None:
+            self.observer(False, reason)
 
-    def mark_success(self) -> None:
+    def mark_success(self, reason: str = "passive: backend answered") -> None:
+        was_up = self.up
         self.up = True
         self.down_until = 0.0
+        if not was_up and self.observer is not None:
+            self.observer(True, reason)
 
     def usable(self, now: float) -> bool:
         return self.up or now >= self.down_until

@@ -26,9 +26,10 @@ OUTCOMES: Final[tuple[Outcome, ...]] = (
     "static",
 )
 
-# prometheus_client's default buckets, +Inf last so every observation lands in a bucket.
+# prometheus_client's default buckets plus 3 s and 8 s (the slow / very slow marks of WAS
+# operations), +Inf last so every observation lands in a bucket.
 DEFAULT_BOUNDS: Final[tuple[float, ...]] = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 3.0, 5.0, 7.5, 8.0, 10.0,
     float("inf"),
 )  # fmt: skip
 

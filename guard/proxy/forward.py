@@ -249,7 +249,7 @@ class Exchange:
         adm, ticket = self.gen.admission, self.ticket
         assert ticket is not None
         adm.upstream_error(ticket.backend.name, err.kind)
-        ticket.backend.health.mark_failure(adm.clock(), ticket.backend.cooldown)
+        ticket.backend.health.mark_failure(adm.clock(), ticket.backend.cooldown, f"passive: {err}")
         if self.retry_left and ticket.reroute(adm.clock()):
             self.retry_left -= 1
             return self.send()
