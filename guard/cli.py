@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     from guard.tools.surge_args import add_arguments as add_surge_arguments
 
     add_surge_arguments(sub.add_parser("surge", help="flash-sale load generator (loopback)"))
+    from guard.tools.rehearse import add_arguments as add_rehearse_arguments
+
+    add_rehearse_arguments(sub.add_parser("rehearse", help="replay a log through a config, dry"))
     worker = sub.add_parser("worker")  # started by the supervisor when workers > 1
     worker.add_argument("-c", "--config", type=Path, required=True)
     worker.add_argument("--index", type=int, required=True)
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.command == "check":
         sys.exit(check(args.config))
+    if args.command == "rehearse":
+        from guard.tools.rehearse import run_rehearse
+
+        sys.exit(run_rehearse(args))
     require_c_parsers()
     raise_fd_limit()
     tune_gc()
