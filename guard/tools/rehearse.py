@@ -74,7 +74,7 @@ def knees(events: Sequence[Event], base: Replay, headroom: float, width: float) 
             name,
             base.site.ceiling if kind == "site" else ceilings.get(name),
             analyse(spans, width, headroom),
-        )  # fmt: skip
+        )
         for (kind, name), spans in sorted(groups.items(), key=lambda g: (order[g[0][0]], g[0][1]))
     ]
 

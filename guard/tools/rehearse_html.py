@@ -15,6 +15,7 @@ __all__ = ["svg_plot", "to_html"]
 _W: Final = 560
 _H: Final = 220
 _PAD: Final = 40
+_MARK: Final = "#d62728"
 _COLOURS: Final = ("#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd")
 _STYLE: Final = (
     "body{font:14px system-ui,sans-serif;margin:2em;color:#222}"
@@ -48,11 +49,11 @@ def svg_plot(
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" role="img">',
         f"<title>{escape(title)}</title>",
-        f'<text x="{_PAD}" y="16" font-weight="bold">{escape(title)}</text>',
-        f'<line x1="{_PAD}" y1="{sy(0)}" x2="{_W - _PAD}" y2="{sy(0)}" stroke="#999"/>',
-        f'<line x1="{_PAD}" y1="{sy(0)}" x2="{_PAD}" y2="{_PAD}" stroke="#999"/>',
-        f'<text x="{_W - _PAD}" y="{_H - 8}" text-anchor="end">{escape(labels[0])} (max {x_max:g})</text>',
-        f'<text x="4" y="{_PAD - 6}">{escape(labels[1])} (max {y_max:.4g})</text>',
+        _text(_PAD, 16, title, "#222"),
+        _line(_PAD, sy(0), _W - _PAD, sy(0), "#999"),
+        _line(_PAD, sy(0), _PAD, _PAD, "#999"),
+        _text(_W - _PAD, _H - 8, f"{labels[0]} (max {x_max:g})", "#222", "end"),
+        _text(4, _PAD - 6, f"{labels[1]} (max {y_max:.4g})", "#222"),
     ]
     for i, (name, pts) in enumerate(series):
         colour = _COLOURS[i % len(_COLOURS)]
@@ -61,28 +62,30 @@ def svg_plot(
         parts += [
             f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2" fill="{colour}"/>' for x, y in pts
         ]
-        parts.append(
-            f'<text x="{_W - _PAD}" y="{30 + 14 * i}" text-anchor="end" fill="{colour}">{escape(name)}</text>'
-        )
+        parts.append(_text(_W - _PAD, 30 + 14 * i, name, colour, "end"))
     for label, value, vertical in marks:
         if vertical:
-            x = sx(value)
-            parts.append(
-                f'<line x1="{x:.1f}" y1="{sy(0)}" x2="{x:.1f}" y2="{_PAD}" stroke="#d62728" stroke-dasharray="4"/>'
-            )
-            parts.append(
-                f'<text x="{x + 3:.1f}" y="{_PAD + 12}" fill="#d62728">{escape(label)}</text>'
-            )
+            parts += [_line(sx(value), sy(0), sx(value), _PAD, _MARK, True),
+                      _text(sx(value) + 3, _PAD + 12, label, _MARK)]  # fmt: skip
         else:
-            y = sy(value)
-            parts.append(
-                f'<line x1="{_PAD}" y1="{y:.1f}" x2="{_W - _PAD}" y2="{y:.1f}" stroke="#d62728" stroke-dasharray="4"/>'
-            )
-            parts.append(
-                f'<text x="{_PAD + 3}" y="{y - 3:.1f}" fill="#d62728">{escape(label)}</text>'
-            )
+            parts += [_line(_PAD, sy(value), _W - _PAD, sy(value), _MARK, True),
+                      _text(_PAD + 3, sy(value) - 3, label, _MARK)]  # fmt: skip
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _text(x: float, y: float, text: str, colour: str, anchor: str = "start") -> str:
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" fill="{colour}" text-anchor="{anchor}">'
+        f"{escape(text)}</text>"
+    )
+
+
+def _line(x1: float, y1: float, x2: float, y2: float, colour: str, dashed: bool = False) -> str:
+    dash = ' stroke-dasharray="4"' if dashed else ""
+    return (
+        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour}"{dash}/>'
+    )
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -149,7 +152,7 @@ def to_html(doc: dict[str, Any]) -> str:
                 *(r["refused"][k] for k in REFUSALS),
                 r["peak_active"],
                 r["time_at_ceiling_s"],
-            ]  # fmt: skip
+            ]
             for r in doc["rules"]
         ],
     )

@@ -3,13 +3,14 @@
 Little's law per window of ``width`` seconds: N = time-integral of the requests in flight
 divided by the width, X = completions per second, R = mean duration of those completions.
 In a steady window N = X·R; where the queue grows or drains, completions belong to requests
-started earlier and the windows drift, so only windows with |N − X·R| / N ≤ ``tolerance``
+started earlier and the windows drift, so only windows with |N - X·R| / N ≤ ``tolerance``
 are used (and the first and last windows, cut by the log's edges, never are).
 
 Kneedle (Satopää et al. 2011): the steady windows sorted by N and averaged in equal-count
 bins give X(N); both axes are normalised to [0, 1] and the knee is the point farthest above
 the chord from the first to the last point. The curve is *saturated* when the log reaches
-well past the knee (max N ≥ 1.3 × knee) and X beyond it stays within 10 % of X at the knee;
+well past the knee (max N >= 1.3 x knee) and X beyond it rises at under a quarter of its
+slope below the knee;
 otherwise the log never pushed the backend to its limit and the knee is only a lower bound.
 
 Pure: no clock, no I/O.
@@ -36,7 +37,7 @@ __all__ = [
 
 _MIN_LIFT: Final = 0.05  # a chord distance below this is a straight line, not a knee
 _REACH: Final = 1.3  # the log must reach this far past the knee to show saturation
-_FLAT: Final = 1.10  # and X past it must stay within this of X at the knee
+_FLAT_SLOPE: Final = 0.25  # and X must rise past it at under this share of its slope before
 _BINS: Final = 40
 
 
@@ -78,7 +79,7 @@ class Knee:
     x: float  # throughput there, per second
     r: float  # mean duration there, seconds
     saturated: bool  # X stopped rising past the knee within the log
-    suggested: int | None  # floor(knee × (1 − headroom)), when saturated
+    suggested: int | None  # floor(knee x (1 - headroom)), when saturated
     max_n: float  # the highest steady concurrency the log reached
     curve: list[Point] = field(default_factory=list)  # binned X(N), for plots
     little: Little | None = None
@@ -175,7 +176,15 @@ def knee_of(points: Sequence[Point], headroom: float = 0.10, check: Little | Non
     if at is None:
         return Knee(None, 0.0, 0.0, False, None, max_n, curve, check)
     n, x = curve[at]
-    beyond = [p[1] for p in points if p[0] >= n * 1.2]
-    saturated = max_n >= n * _REACH and bool(beyond) and sum(beyond) / len(beyond) <= x * _FLAT
+    saturated = max_n >= n * _REACH and _flat_beyond(points, n, x, max_n)
     suggested = max(1, math.floor(n * (1 - headroom))) if saturated else None
     return Knee(n, x, n / x, saturated, suggested, max_n, curve, check)
+
+
+def _flat_beyond(points: Sequence[Point], n: float, x: float, max_n: float) -> bool:
+    """Past the knee, X(N) rises at under a quarter of its slope below it: the mean point of
+    the upper half of the range beyond the knee, against the knee itself."""
+    top = [p for p in points if p[0] >= n + (max_n - n) / 2]
+    top_n = sum(p[0] for p in top) / len(top)
+    top_x = sum(p[1] for p in top) / len(top)
+    return top_n > n and (top_x - x) / (top_n - n) <= _FLAT_SLOPE * x / n

@@ -27,9 +27,9 @@ import gzip
 import json
 import re
 from collections.abc import Iterable, Iterator
-from itertools import chain
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import IO, Final
 
@@ -71,7 +71,7 @@ class LogRead:
     events: list[Event] = field(default_factory=list)
     bad_lines: int = 0
     skipped: int = 0  # parsed but never admitted (bad requests, guard's static assets)
-    tz: timezone = timezone.utc  # the log's own offset, for --from/--to given as times of day
+    tz: timezone = UTC  # the log's own offset, for --from/--to given as times of day
 
 
 def detect_format(first_line: str) -> str:

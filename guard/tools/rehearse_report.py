@@ -142,9 +142,8 @@ def to_text(doc: dict[str, Any]) -> str:
     out += ["", f"{'backend':<16}{'max':>6}{'peak':>7}  time >= 90 % of max"]
     for scope in [*doc["backends"], {**doc["site"], "name": "(site)"}]:
         near = _share(scope["time_near_ceiling_s"], span) if scope["max_active"] else "-"
-        out.append(
-            f"{scope['name']:<16}{_ceiling(scope['max_active']):>6}{scope['peak_active']:>7}  {near}"
-        )
+        ceiling = _ceiling(scope["max_active"])
+        out.append(f"{scope['name']:<16}{ceiling:>6}{scope['peak_active']:>7}  {near}")
     out += ["", "knee, from the log's own concurrency (steady windows only):"]
     for knee in doc["knees"]:
         out.append(f"  {knee['kind']} {knee['name']}: {knee['line']}")

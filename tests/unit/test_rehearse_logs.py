@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -73,6 +73,6 @@ def test_from_to_selects_by_start_time_in_the_logs_offset() -> None:
     read = read_log(FIXTURES / "nginx.log")
     kept = within(read.events, "19:00:01", "19:00:01.9", read.tz)
     assert [e.path for e in kept] == ["/event/1"]  # /event/2 started at 19:00:00.75
-    assert within(read.events, "2025-05-01T10:00:02Z", None, timezone.utc)[0].method == "POST"
+    assert within(read.events, "2025-05-01T10:00:02Z", None, UTC)[0].method == "POST"
     with pytest.raises(ValueError, match="--from/--to"):
         within(read.events, "noon", None, read.tz)
