@@ -65,8 +65,10 @@ def svg_plot(
         parts.append(_text(_W - _PAD, 30 + 14 * i, name, colour, "end"))
     for label, value, vertical in marks:
         if vertical:
+            right = sx(value) > _W - 3 * _PAD  # keep the label inside the plot
             parts += [_line(sx(value), sy(0), sx(value), _PAD, _MARK, True),
-                      _text(sx(value) + 3, _PAD + 12, label, _MARK)]  # fmt: skip
+                      _text(sx(value) + (-3 if right else 3), _PAD + 12, label, _MARK,
+                            "end" if right else "start")]  # fmt: skip
         else:
             parts += [_line(_PAD, sy(value), _W - _PAD, sy(value), _MARK, True),
                       _text(_PAD + 3, sy(value) - 3, label, _MARK)]  # fmt: skip
@@ -104,7 +106,8 @@ def _knee_plots(doc: dict[str, Any]) -> list[str]:
             marks.append((f"knee {knee['knee_n']:g}", knee["knee_n"], True))
         if knee["max_active"] is not None:
             marks.append((f"max_active {knee['max_active']}", knee["max_active"], True))
-        title = f"{knee['kind']} {knee['name']}: throughput vs concurrency"
+        scope = "site" if knee["kind"] == "site" else f"{knee['kind']} {knee['name']}"
+        title = f"{scope}: throughput vs concurrency"
         curve = [(n, x) for n, x in knee["curve"]]
         plots.append(
             svg_plot(title, [("X(N), steady windows", curve)], marks, ("N in flight", "req/s"))

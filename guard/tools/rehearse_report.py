@@ -146,7 +146,8 @@ def to_text(doc: dict[str, Any]) -> str:
         out.append(f"{scope['name']:<16}{ceiling:>6}{scope['peak_active']:>7}  {near}")
     out += ["", "knee, from the log's own concurrency (steady windows only):"]
     for knee in doc["knees"]:
-        out.append(f"  {knee['kind']} {knee['name']}: {knee['line']}")
+        scope = "site" if knee["kind"] == "site" else f"{knee['kind']} {knee['name']}"
+        out.append(f"  {scope}: {knee['line']}")
     if doc["knees"] and doc["knees"][0]["little"]:
         out.append(f"  Little's law: {doc['knees'][0]['little']}")
     if "sweep" in doc:

@@ -46,8 +46,8 @@ async def test_the_suggested_ceiling_is_the_was_worker_count(
 
     report = tmp_path / "report.html"
     config = str(guard.config_path)
-    code, out, err = await rehearse_cli("-c", config, "--log", str(log), "--window", "0.25",
-                                        "--headroom", "0", "--json", "--html", str(report))  # fmt: skip
+    flags = ("--window", "0.25", "--headroom", "0", "--json", "--html", str(report))
+    code, out, err = await rehearse_cli("-c", config, "--log", str(log), *flags)
     assert code == 0, err
     doc = json.loads(out)
     knee = next(k for k in doc["knees"] if k["kind"] == "backend" and k["name"] == was.name)
