@@ -35,7 +35,9 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="guard", description=DESCRIPTION)
     top.add_argument("--version", action="version", version=f"guard {version()}")
     # metavar lists the commands for users; `worker` is started by the supervisor only.
-    sub = top.add_subparsers(dest="command", required=True, metavar="{run,check,demo,surge}")
+    sub = top.add_subparsers(
+        dest="command", required=True, metavar="{run,check,demo,surge,rehearse}"
+    )
     config_help = f"config file (default: {DEFAULT_CONFIG})"
     for name, text in (
         ("run", "serve: SIGHUP reloads, SIGUSR1 reopens the access log, SIGTERM drains and stops"),
@@ -52,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     from guard.tools.surge_args import add_arguments as add_surge_arguments
 
     add_surge_arguments(sub.add_parser("surge", help="flash-sale load generator (loopback)"))
+    from guard.tools.rehearse import add_arguments as add_rehearse_arguments
+
+    add_rehearse_arguments(sub.add_parser("rehearse", help="replay a log through a config, dry"))
     worker = sub.add_parser("worker")
     worker.add_argument("-c", "--config", type=Path, required=True)
     worker.add_argument("--index", type=int, required=True)
@@ -66,6 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "check":
         sys.exit(check(args.config))
+    if args.command == "rehearse":  # offline: a config and a log, no network
+        from guard.tools.rehearse import run_rehearse
+
+        sys.exit(run_rehearse(args))
     if args.command == "surge":  # a client: no server tuning, its own terminal output
         from guard.tools.surge import run_surge
 

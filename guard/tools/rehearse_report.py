@@ -1,0 +1,161 @@
+"""The `guard rehearse` report: one JSON-able document, rendered as text (HTML: rehearse_html).
+
+Building the document is separate from drawing it, so `--json` and the text say the same.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from guard.tools.rehearse_knee import Knee
+from guard.tools.rehearse_replay import REFUSALS, Replay, Scope
+
+__all__ = ["ASSUMPTIONS", "KneeRow", "SweepRow", "build", "to_json", "to_text"]
+
+ASSUMPTIONS = (
+    "Dry run: every request was matched and admitted by guard's own admission code on a fake "
+    "clock, with the candidate config; nothing was sent anywhere.",
+    "Admitted requests keep their logged durations. This is conservative: with fewer requests "
+    "inside, the backend would have answered faster.",
+    "A request refused in the log but admitted here gets its rule's median logged duration.",
+    "Refusals on a `wait` rule are counted as the waiting page (API clients get the same "
+    "refusal as JSON; a log does not say which client was a browser).",
+    "Waiting rooms are not simulated yet: refused shoppers are counted once, not queued.",
+)
+
+
+@dataclass(frozen=True)
+class KneeRow:
+    kind: str  # "site", "backend" or "rule"
+    name: str
+    configured: int | None
+    knee: Knee
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    value: int
+    replay: Replay
+    scope: Scope  # the swept scope in that replay
+
+
+def _scope(scope: Scope) -> dict[str, Any]:
+    return {
+        "name": scope.name,
+        "max_active": scope.ceiling,
+        "admitted": scope.admitted,
+        "refused": dict(scope.refused),
+        "refused_total": scope.refused_total,
+        "peak_active": scope.peak,
+        "time_at_ceiling_s": round(scope.at_ceiling, 3),
+        "time_near_ceiling_s": round(scope.near_ceiling, 3),
+        "timeline": scope.timeline,
+    }
+
+
+def _knee(row: KneeRow, headroom: float) -> dict[str, Any]:
+    knee = row.knee
+    return {
+        "kind": row.kind,
+        "name": row.name,
+        "max_active": row.configured,
+        "knee_n": None if knee.n is None else round(knee.n, 2),
+        "throughput_per_s": round(knee.x, 2),
+        "mean_duration_s": round(knee.r, 4),
+        "saturated": knee.saturated,
+        "suggested_max_active": knee.suggested,
+        "headroom": headroom,
+        "max_steady_n": round(knee.max_n, 2),
+        "line": knee.line(),
+        "little": None if knee.little is None else knee.little.line(),
+        "curve": [[round(n, 3), round(x, 3)] for n, x in knee.curve],
+    }
+
+
+def build(
+    source: dict[str, Any],
+    base: Replay,
+    knees: list[KneeRow],
+    headroom: float,
+    sweep: tuple[str, list[SweepRow]] | None = None,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "input": {**source, "span_s": round(base.span, 3), "substituted": base.substituted},
+        "assumptions": list(ASSUMPTIONS),
+        "admitted": base.admitted,
+        "refused": base.refused,
+        "site": _scope(base.site),
+        "rules": [_scope(r) for r in base.rules if r.admitted or r.refused_total],
+        "backends": [_scope(b) for b in base.backends],
+        "knees": [_knee(row, headroom) for row in knees],
+    }
+    if sweep is not None:
+        target, rows = sweep
+        doc["sweep"] = {
+            "target": target,
+            "rows": [
+                {
+                    "max_active": row.value,
+                    "admitted": row.replay.admitted,
+                    "refused": row.replay.refused,
+                    "projected_peak": row.scope.peak,
+                    "time_at_ceiling_s": round(row.scope.at_ceiling, 3),
+                }
+                for row in rows
+            ],
+        }
+    return doc
+
+
+def to_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2)
+
+
+def _share(seconds: float, span: float) -> str:
+    return f"{seconds:,.1f} s ({seconds / span:.0%})" if span > 0 else f"{seconds:,.1f} s"
+
+
+def _ceiling(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def to_text(doc: dict[str, Any]) -> str:
+    src, span = doc["input"], doc["input"]["span_s"]
+    out = [
+        f"guard rehearse: {src['events']:,} requests from {src['source']} over {span:,.1f} s"
+        f" — would admit {doc['admitted']:,}, refuse {doc['refused']:,}",
+        *(f"  * {line}" for line in doc["assumptions"]),
+        "",
+        f"{'rule':<16}{'max':>6}{'admitted':>10}"
+        + "".join(f"{k.replace('_', ' '):>13}" for k in REFUSALS)
+        + f"{'peak':>7}  time at ceiling",
+    ]
+    for rule in doc["rules"]:
+        out.append(
+            f"{rule['name']:<16}{_ceiling(rule['max_active']):>6}{rule['admitted']:>10,}"
+            + "".join(f"{rule['refused'][k]:>13,}" for k in REFUSALS)
+            + f"{rule['peak_active']:>7}  "
+            + (_share(rule["time_at_ceiling_s"], span) if rule["max_active"] else "-")
+        )
+    out += ["", f"{'backend':<16}{'max':>6}{'peak':>7}  time >= 90 % of max"]
+    for scope in [*doc["backends"], {**doc["site"], "name": "(site)"}]:
+        near = _share(scope["time_near_ceiling_s"], span) if scope["max_active"] else "-"
+        ceiling = _ceiling(scope["max_active"])
+        out.append(f"{scope['name']:<16}{ceiling:>6}{scope['peak_active']:>7}  {near}")
+    out += ["", "knee, from the log's own concurrency (steady windows only):"]
+    for knee in doc["knees"]:
+        scope = "site" if knee["kind"] == "site" else f"{knee['kind']} {knee['name']}"
+        out.append(f"  {scope}: {knee['line']}")
+    if doc["knees"] and doc["knees"][0]["little"]:
+        out.append(f"  Little's law: {doc['knees'][0]['little']}")
+    if "sweep" in doc:
+        out += ["", f"sweep {doc['sweep']['target']}.max_active:"]
+        out.append(f"{'max_active':>12}{'admitted':>10}{'refused':>10}{'peak':>7}  time at ceiling")
+        for row in doc["sweep"]["rows"]:
+            out.append(
+                f"{row['max_active']:>12}{row['admitted']:>10,}{row['refused']:>10,}"
+                f"{row['projected_peak']:>7}  {_share(row['time_at_ceiling_s'], span)}"
+            )
+    return "\n".join(out)
