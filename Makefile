@@ -31,6 +31,7 @@ $(BUILT): $(STAMP) setup.py compiled.txt $(COMPILED_SRC)
 build: $(BUILT)
 
 demo: $(BUILT)
+	@echo "Also try: $(BIN)/guard demo --surge  (a flash-sale surge without guard, then with it, side by side)"
 	$(BIN)/guard demo
 
 test: $(BUILT)

@@ -51,6 +51,19 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="use ports N..N+3 (proxy, admin, was-1, was-2) instead of 8000, 9100, 8081, 8082",
     )
+    from guard.tools.surge_schedule import parse_duration, parse_rate
+
+    demo.add_argument(
+        "--surge",
+        action="store_true",
+        help="send a flash-sale surge at a WAS without guard, then with guard; print both",
+    )
+    demo.add_argument(
+        "--duration", type=parse_duration, default=10.0, help="with --surge: each phase (10s)"
+    )
+    demo.add_argument(
+        "--rate", type=parse_rate, help="with --surge: arrivals/s (default 3x the WAS's 100/s)"
+    )
     from guard.tools.surge_args import add_arguments as add_surge_arguments
 
     add_surge_arguments(sub.add_parser("surge", help="flash-sale load generator (loopback)"))
@@ -103,7 +116,7 @@ def start(args: argparse.Namespace) -> int:
             return run_loop(serve(args.config, share=share, admin_socket=args.admin_socket))
         from guard.tools.demo import run_demo
 
-        return run_loop(run_demo(args.port_base))
+        return run_loop(run_demo(args.port_base, args.surge, args.duration, args.rate))
     except BindError as err:
         print(err, file=sys.stderr, flush=True)
         return 1

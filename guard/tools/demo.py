@@ -25,7 +25,16 @@ def demo_text(ports: tuple[int, int, int, int]) -> str:
     return text
 
 
-async def run_demo(port_base: int | None = None) -> int:
+async def run_demo(
+    port_base: int | None = None,
+    surge: bool = False,
+    duration: float = 10.0,
+    rate: float | None = None,
+) -> int:
+    if surge:  # the same surge without guard and with it, side by side (demo_surge)
+        from guard.tools.demo_surge import run_surge_demo
+
+        return await run_surge_demo(port_base, duration, rate)
     ports = DEFAULT_PORTS if port_base is None else tuple(port_base + i for i in range(4))
     proxy, admin, was_1, was_2 = ports
     with tempfile.TemporaryDirectory(prefix="guard-demo-") as folder:
@@ -51,7 +60,8 @@ async def run_demo(port_base: int | None = None) -> int:
             f"  metrics  http://127.0.0.1:{admin}/metrics\n"
             f"  status   http://127.0.0.1:{admin}/status\n"
             f"  WAS      http://127.0.0.1:{was_1}/__was/stats  http://127.0.0.1:{was_2}/__was/stats\n"
-            f"  load     wrk -c 200 -d 30s http://127.0.0.1:{proxy}/event/sale\n",
+            f"  load     wrk -c 200 -d 30s http://127.0.0.1:{proxy}/event/sale\n"
+            "  story    guard demo --surge  (a surge without guard, then with it, side by side)\n",
             flush=True,
         )
         try:
