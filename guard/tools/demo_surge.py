@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,7 @@ def _cells(demo: SurgeDemo, phase: Phase) -> list[str]:
         f"{_ms(percentile(s.latency, 50))} / {_ms(percentile(s.latency, 99))}",
         f"{s.done:,} / {shoppers_left:,}",
         f"{phase.was['max_seen_active']:,} (workers {demo.workers})",
+        f"{phase.was['served']:,}",
         f"{phase.was['active']:,}",
         "none" if phase.ceiling is None else f"{phase.ceiling}",
         f"{percentile(s.lag, 99) * 1000:.1f} ms",
@@ -201,6 +203,7 @@ LABELS = (
     "served latency p50 / p99",
     "shoppers served / gave up",
     "WAS peak concurrency",
+    "WAS requests completed",
     "WAS backlog at the end",
     "guard ceiling (max_active)",
     "surge lag p99",
@@ -214,17 +217,19 @@ def render(demo: SurgeDemo, bare: Phase, guarded: Phase) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}".rstrip() for a, b, c in rows]
     b, g = bare.stats, guarded.stats
-    lines.append("")
-    lines.append(
+    wasted = max(bare.was["served"] - b.admitted, 0)
+    story = (
         f"Without guard the WAS held up to {bare.was['max_seen_active']:,} requests for its "
         f"{demo.workers} workers: served pages took {_ms(percentile(b.latency, 99))} at p99 "
-        f"(service time {_ms(demo.service_time)}) and {bare.timeouts:,} requests timed out."
-    )
-    lines.append(
+        f"(service time {_ms(demo.service_time)}), {bare.timeouts:,} requests timed out, and "
+        f"{wasted:,} of the pages it completed went to shoppers who had already left.",
         f"With guard it never held more than {guarded.was['max_seen_active']} (ceiling "
-        f"{guarded.ceiling}): served pages took {_ms(percentile(g.latency, 99))} at p99 and "
-        f"the excess saw the waiting page at once."
+        f"{guarded.ceiling}): served pages took {_ms(percentile(g.latency, 99))} at p99, "
+        f"{g.done:,} shoppers were served instead of {b.done:,}, and the excess saw the "
+        "waiting page at once.",
     )
+    for paragraph in story:
+        lines += ["", *textwrap.wrap(paragraph, 96)]
     for name, phase in (("without guard", bare), ("with guard", guarded)):
         if percentile(phase.stats.lag, 99) > LAG_TRUSTED:
             lines.append(f"note: surge sent late {name} (lag p99 > 50 ms): a busy machine")
@@ -232,11 +237,12 @@ def render(demo: SurgeDemo, bare: Phase, guarded: Phase) -> str:
 
 
 def headline(demo: SurgeDemo) -> str:
-    return (
+    return textwrap.fill(
         f"guard demo --surge: {demo.arrival_rate:g} shoppers/s for {demo.duration:g} s at "
         f"a WAS of {demo.workers} workers x {_ms(demo.service_time)} "
         f"(it serves {demo.capacity:g}/s). Shoppers wait up to {demo.wait_limit:g} s for a "
-        f"page; on guard's waiting page they retry after {demo.retry_after} s."
+        f"page; on guard's waiting page they retry after {demo.retry_after} s.",
+        96,
     )
 
 

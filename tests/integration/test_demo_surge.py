@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -76,13 +77,16 @@ def test_the_table_shows_both_phases(phases: tuple[Phase, Phase, str]) -> None:
     bare, guarded, announced = phases
     assert "/live" in announced and "http://127.0.0.1:" in announced
     table = render(DEMO, bare, guarded)
-    rows = {line[:26].strip(): line[26:].split() for line in table.splitlines()[:12]}
+    table_part = table.split("\n\n")[0].splitlines()
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", ln.strip()) for ln in table_part)}
+    assert rows["without guard"] == ["with guard"]  # the header
     assert rows["shoppers arrived"] == ["600", "600"]
     assert rows["admitted (served)"] == [str(bare.stats.admitted), str(guarded.stats.admitted)]
-    peak = rows["WAS peak concurrency"]
-    assert peak[0] == f"{bare.was['max_seen_active']:,}" and peak[3] == str(
-        guarded.was["max_seen_active"]
-    )
+    assert rows["errors / timeouts"] == [f"0 / {bare.timeouts:,}", "0 / 0"]
+    assert rows["WAS peak concurrency"] == [
+        f"{bare.was['max_seen_active']:,} (workers 10)",
+        f"{guarded.was['max_seen_active']} (workers 10)",
+    ]
     assert rows["guard ceiling (max_active)"] == ["none", "10"]
     assert f"never held more than {guarded.was['max_seen_active']} (ceiling 10)" in table
 
