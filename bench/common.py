@@ -118,7 +118,6 @@ def write_guard_config(
         "listen": f"{HOST}:{port}",
         "admin_listen": f"{HOST}:{admin_port}",
         "workers": workers,
-        "waiting_page": str(ROOT / "static" / "waiting.html"),
         "retry_after": retry_after,
         "access_log": {"format": "json", "path": str(access_log)}
         if access_log
