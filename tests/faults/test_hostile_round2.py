@@ -1,0 +1,60 @@
+"""Hostile probes, round two: accounting and state across reloads, aborts and buffering.
+
+Each test here failed on the merge of issues 9 and 10 before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.faults.test_reload_inflight import reload
+from tests.support.polling import poll
+from tests.support.rawhttp import RecordingBackend, read_response
+from tests.support.servers import Guard, StartGuard
+
+
+def two_backend_yaml(active: RecordingBackend) -> str:
+    return (
+        f"backends:\n  - {{name: b, url: '{active.url}', max_active: 5}}\n"
+        "timeouts: {shutdown: 500ms}\n"
+        "limits: {body_timeout: 5s}\n"
+        "rules:\n  - {name: upload, path: /up/**, max_active: 5}\n"
+    )
+
+
+async def rewrite(guard: Guard, body: str) -> None:
+    header = guard.config_path.read_text().split("backends:")[0]
+    guard.config_path.write_text(header + body)
+    status, doc = await reload(guard)
+    assert status == 200 and doc["result"] == "success", doc
+
+
+def reading_body(guard: Guard) -> bool:
+    server = guard.runtime.server
+    assert server is not None
+    return any(c.parsing is not None and c.parsing.body_bytes > 0 for c in server.connections)
+
+
+async def test_upload_finished_after_a_reload_goes_to_the_reloaded_backends(
+    start_guard: StartGuard,
+) -> None:
+    """A buffered request is admitted when its body is whole: a reload that removed a
+    backend meanwhile must be obeyed (an operator takes a WAS out; a slow upload must not
+    land on it minutes later)."""
+    old, new = await RecordingBackend().start(), await RecordingBackend().start()
+    try:
+        guard = await start_guard(two_backend_yaml(old))
+        reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
+        writer.write(b"POST /up/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345")
+        await writer.drain()
+        await poll(lambda: reading_body(guard), 5.0, lambda: "guard never read the body")
+        await rewrite(guard, two_backend_yaml(new))
+        writer.write(b"67890")
+        res = await read_response(reader)
+        writer.close()
+        assert res.status == 200, res
+        assert old.connections == 0 and not old.received, bytes(old.received)
+        assert new.requests and new.requests[0]["body"] == 10
+        await guard.wait_idle()
+    finally:
+        old.close()
+        new.close()
