@@ -154,6 +154,13 @@ class Exchange:
 
     def body_buffered(self, rule: CompiledRule, target: CanonicalTarget) -> None:
         req = self.req
+        gen = self.conn.server.gen
+        if gen is not self.gen:
+            # A reload while the body arrived: admission is now, so the config now in force
+            # decides (a backend it removed must not get the request, its ceilings rule).
+            self.gen = gen
+            rule = gen.admission.match(req.method.decode("latin-1"), target.path)
+            self.rule = rule.name
         if req.error:  # stalled (408), too large (413), client gone (499), disk (500)
             self.gen.admission.record(rule, "bad_request")
             page = self.gen.pages.error(req.error, True, req.method == b"HEAD")
