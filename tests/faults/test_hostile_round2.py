@@ -9,7 +9,7 @@ import asyncio
 from tests.faults.test_reload_inflight import reload
 from tests.support.polling import poll
 from tests.support.rawhttp import RecordingBackend, read_response
-from tests.support.servers import Guard, StartGuard
+from tests.support.servers import Guard, StartGuard, read_access_log
 
 
 def two_backend_yaml(active: RecordingBackend) -> str:
@@ -58,3 +58,56 @@ async def test_upload_finished_after_a_reload_goes_to_the_reloaded_backends(
     finally:
         old.close()
         new.close()
+
+
+async def open_upload(guard: Guard) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A buffered upload whose head and first half arrived: guard is reading its body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
+    writer.write(b"POST /up/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345")
+    await writer.drain()
+    await poll(lambda: reading_body(guard), 5.0, lambda: "guard never read the body")
+    return reader, writer
+
+
+async def test_an_upload_under_way_at_shutdown_may_finish_within_the_deadline(
+    start_guard: StartGuard,
+) -> None:
+    """timeouts.shutdown lets in-flight requests finish; a request whose body is still being
+    buffered is in flight too (before buffering it was admitted at its head)."""
+    backend = await RecordingBackend().start()
+    try:
+        yaml = two_backend_yaml(backend).replace("shutdown: 500ms", "shutdown: 5s")
+        guard = await start_guard(yaml)
+        reader, writer = await open_upload(guard)
+        stopping = asyncio.ensure_future(guard.runtime.stop())
+        server = guard.runtime.server
+        assert server is not None
+        await poll(lambda: server.closing, 5.0, lambda: "shutdown never began")
+        writer.write(b"67890")
+        res = await read_response(reader)
+        writer.close()
+        await asyncio.wait_for(stopping, 5.0)
+        assert res.status == 200, res
+        assert backend.requests and backend.requests[0]["body"] == 10
+        assert [e["status"] for e in read_access_log(guard)] == [200]
+    finally:
+        backend.close()
+
+
+async def test_an_upload_still_under_way_at_the_shutdown_deadline_is_guards_503(
+    start_guard: StartGuard,
+) -> None:
+    """Past the deadline the client gets guard's 503 and the log says so, not a 499."""
+    backend = await RecordingBackend().start()
+    try:
+        guard = await start_guard(two_backend_yaml(backend).replace("500ms", "200ms"))
+        reader, writer = await open_upload(guard)
+        await asyncio.wait_for(guard.runtime.stop(), 5.0)
+        res = await read_response(reader)
+        writer.close()
+        assert res.status == 503, res
+        assert not backend.received
+        assert [e["status"] for e in read_access_log(guard)] == [503]
+        assert guard.all_zero()
+    finally:
+        backend.close()
