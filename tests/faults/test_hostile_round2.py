@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.faults.test_reload_inflight import reload
+from tests.support.faults import Backend, StartBackend, read_head
 from tests.support.polling import poll
 from tests.support.rawhttp import RecordingBackend, read_response
 from tests.support.servers import Guard, StartGuard, read_access_log
@@ -111,3 +112,37 @@ async def test_an_upload_still_under_way_at_the_shutdown_deadline_is_guards_503(
         assert guard.all_zero()
     finally:
         backend.close()
+
+
+def orphaned(guard: Guard) -> dict[str, tuple[int, int]]:
+    """backend name -> (active, orphaned), as /status and the gauges show them."""
+    snap = guard.runtime.admission.snapshot()
+    return {b.name: (b.active, b.orphaned) for b in snap.backends}
+
+
+async def test_a_renamed_backend_shows_its_orphaned_requests(
+    start_guard: StartGuard, backend: StartBackend
+) -> None:
+    """A rename carries a backend's counts over (same URL): its orphaned requests, which
+    are part of its active count, must follow, or /status shows active work nobody owns."""
+    async def late(b: Backend, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_head(b, r)
+        await b.hang.wait()  # set by the test (and at teardown): answer now
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        await b.until_guard_closes(r)
+
+    b = await backend(late)
+    yaml = f"backends:\n  - {{name: NAME, url: '{b.url}', max_active: 5}}\n"
+    timeouts = "timeouts: {shutdown: 500ms, read: 200ms, abandon: 30s}\n"
+    guard = await start_guard(yaml.replace("NAME", "was-1") + timeouts)
+    reader, writer = await asyncio.open_connection("127.0.0.1", guard.port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (await read_response(reader)).status == 504  # the backend keeps working on it
+    writer.close()
+    await poll(lambda: orphaned(guard)["was-1"] == (1, 1), 5.0, lambda: str(orphaned(guard)))
+    await rewrite(guard, yaml.replace("NAME", "was-a"))
+    assert orphaned(guard) == {"was-a": (1, 1)}
+    b.hang.set()
+    await b.wait_guard_closed()
+    await poll(lambda: orphaned(guard) == {"was-a": (0, 0)}, 5.0, lambda: str(orphaned(guard)))
