@@ -390,7 +390,7 @@ class Exchange:
         assert ticket is not None and up is not None
         self.req.detach()  # no more request body towards the backend
         up.orphan(deadline)
-        self.orphans = orphans = self.gen.admission.state.counter(("orphaned", ticket.backend.name))
+        self.orphans = orphans = ticket.backend.orphaned
         orphans.value += 1
 
     # -- the end --------------------------------------------------------------------------
