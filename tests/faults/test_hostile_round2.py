@@ -125,6 +125,7 @@ async def test_a_renamed_backend_shows_its_orphaned_requests(
 ) -> None:
     """A rename carries a backend's counts over (same URL): its orphaned requests, which
     are part of its active count, must follow, or /status shows active work nobody owns."""
+
     async def late(b: Backend, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_head(b, r)
         await b.hang.wait()  # set by the test (and at teardown): answer now
