@@ -237,13 +237,14 @@ class Runtime:
         for conn in list(server.connections):
             if conn.active is None:
                 conn.close_after_write()
-        while server.exchanges:
+        while server.in_flight():
             if server.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.02)
         # Past the deadline: end what is left; each exchange releases its slot as it ends.
         for ex in list(server.exchanges):
             ex.abort()
+        server.end_unadmitted()
         pending = list(server.tasks)
         for task in pending:
             task.cancel()

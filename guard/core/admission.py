@@ -120,6 +120,7 @@ class Admission:
                 state.counter(("backend", b.name)),
                 state.health(b.name),
                 state.counter(("rerouted", b.name)),
+                state.counter(("orphaned", b.name)),
             )
             for b in config.backends
         )
@@ -266,7 +267,7 @@ class Admission:
                     b.max_active,
                     b.health.up,
                     b.draining,
-                    self.state.counter(("orphaned", b.name)).value,
+                    b.orphaned.value,
                     b.rerouted.value,
                 )
                 for b in self.backends

@@ -18,8 +18,9 @@ from guard.core.bucket import ClientBuckets, TokenBucket
 from guard.core.stats import RuleStats
 
 CounterKey = tuple[str, ...]
-"""("site",), ("backend", name), ("rule", name), ("pair", backend, rule), and the lifetime
-count ("rerouted", backend) of sticky requests sent elsewhere. Tuples, not
+"""("site",), ("backend", name), ("rule", name), ("pair", backend, rule), the lifetime
+count ("rerouted", backend) of sticky requests sent elsewhere, and ("orphaned", backend),
+the part of a backend's active count whose client's side is over. Tuples, not
 joined strings, so no name can collide with another whatever characters it holds."""
 
 
@@ -160,7 +161,11 @@ class MemoryState:
     def _rename(self, scope: str, old: str, new: str) -> None:
         counters = self._counters
         side = 1 if scope == "backend" else 2  # where the name sits in a ("pair", b, r) key
-        named = {(scope, old), ("rerouted", old)} if scope == "backend" else {(scope, old)}
+        named = (
+            {(scope, old), ("rerouted", old), ("orphaned", old)}
+            if scope == "backend"
+            else {(scope, old)}
+        )
         for key in list(counters):
             if key in named:
                 counters[(key[0], new)] = counters.pop(key)

@@ -58,6 +58,7 @@ class BackendSlot:
         "host",
         "max_active",
         "name",
+        "orphaned",
         "pair_counters",
         "port",
         "prefer",
@@ -73,6 +74,7 @@ class BackendSlot:
         counter: Counter,
         health: Health,
         rerouted: Counter,
+        orphaned: Counter,
     ) -> None:
         self.name = spec.name
         self.url = spec.url
@@ -87,6 +89,7 @@ class BackendSlot:
         self.route = spec.route
         self.prefer = spec.sticky == "prefer"  # when full, another backend may take its sessions
         self.rerouted = rerouted  # sticky requests sent elsewhere: it was down or draining
+        self.orphaned = orphaned  # of `counter`: still at the backend, the client's side over
 
 
 class Ticket:

@@ -27,6 +27,7 @@ from guard.core.affinity import Affinity
 from guard.core.paths import BadPath, CanonicalTarget, canonicalize, param_route, route_of
 from guard.core.rules import CompiledRule
 from guard.core.state import Counter
+from guard.core.stats import Outcome
 from guard.proxy.headers import (
     backend_authority,
     client_address,
@@ -154,8 +155,18 @@ class Exchange:
 
     def body_buffered(self, rule: CompiledRule, target: CanonicalTarget) -> None:
         req = self.req
+        gen = self.conn.server.gen
+        if gen is not self.gen:
+            # A reload while the body arrived: admission is now, so the config now in force
+            # decides (a backend it removed must not get the request, its ceilings rule).
+            self.gen = gen
+            rule = gen.admission.match(req.method.decode("latin-1"), target.path)
+            self.rule = rule.name
         if req.error:  # stalled (408), too large (413), client gone (499), disk (500)
-            self.gen.admission.record(rule, "bad_request")
+            # ... or guard shutting down (503): guard's own decision, not the client's fault.
+            outcome: Outcome = "unavailable" if req.error == 503 else "bad_request"
+            self.outcome = outcome
+            self.gen.admission.record(rule, outcome)
             page = self.gen.pages.error(req.error, True, req.method == b"HEAD")
             return self.answer(page, req.error)
         try:
@@ -379,7 +390,7 @@ class Exchange:
         assert ticket is not None and up is not None
         self.req.detach()  # no more request body towards the backend
         up.orphan(deadline)
-        self.orphans = orphans = self.gen.admission.state.counter(("orphaned", ticket.backend.name))
+        self.orphans = orphans = ticket.backend.orphaned
         orphans.value += 1
 
     # -- the end --------------------------------------------------------------------------

@@ -110,6 +110,20 @@ class ProxyServer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def in_flight(self) -> bool:
+        """Requests a shutdown waits for: admitted ones, and those whose body is still being
+        buffered (admitted once it is whole; the client is uploading it now)."""
+        if self.exchanges:
+            return True
+        return any(conn.active is not None for conn in self.connections)
+
+    def end_unadmitted(self) -> None:
+        """Shutdown past its deadline: a request still buffering its body gets guard's 503."""
+        for conn in list(self.connections):
+            req = conn.active
+            if req is not None and req.on_buffered is not None:
+                req.fail(503)
+
     def count_bad_request(self, status: int) -> None:
         adm = self.gen.admission
         if status != 408:
