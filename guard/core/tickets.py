@@ -37,13 +37,14 @@ class Refusal:
 def refusals_for(rule: CompiledRule, retry_after: int) -> tuple[Refusal, ...]:
     """Built once per rule so refusing allocates nothing: capacity, rate, block rule,
     blocked client (never "reject": the client is refused whatever it asks for), and no
-    backend up (JSON for everyone for now: the caller picks the page by outcome)."""
+    backend up (never "reject" either: browsers get the maintenance page, whatever the rule
+    says about its own refusals; the caller picks the page by outcome)."""
     return (
         Refusal("over_capacity", rule, 503, retry_after, rule.reject),
         Refusal("over_rate", rule, 429 if rule.per_client else 503, retry_after, rule.reject),
         Refusal("blocked", rule, 403, retry_after, rule.reject),
         Refusal("blocked", rule, 403, retry_after, False),
-        Refusal("unavailable", rule, 503, retry_after, True),
+        Refusal("unavailable", rule, 503, retry_after, False),
     )
 
 

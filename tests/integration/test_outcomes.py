@@ -48,7 +48,10 @@ async def test_no_backend_up_is_unavailable_not_over_capacity(start_guard: Start
             assert r.headers["Retry-After"] == "5"
         async with s.get(f"{guard.url}/page", headers=BROWSER) as r:
             assert r.status == 503
-            assert "please wait" not in await r.text()  # an outage is not the waiting room
+            page = await r.text()
+            assert "please wait" not in page  # an outage is not the waiting room
+            assert r.headers["Content-Type"].startswith("text/html")
+            assert "maintenance" in page.lower() and "점검" in page  # the bilingual page
     text = await guard.metrics()
     assert metric(text, "guard_requests_total", rule="default", outcome="unavailable") == 2
     assert metric(text, "guard_requests_total", rule="default", outcome="over_capacity") == 0
