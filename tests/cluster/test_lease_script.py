@@ -126,7 +126,7 @@ async def test_overload_converges_to_demand_shares(redis_link: RedisLink) -> Non
         for m, d in demands.items():
             now += 10
             used = min(alloc[m], fair[m])
-            want = min(used + 50, max(fair[m], used))
+            want = min(used + 200, max(fair[m], used))
             reply = await call(redis_link, m, now, ask(cap, used, want if beat else 200, d))
             alloc[m], fair[m] = reply.grants["site"].alloc, reply.grants["site"].fair
             assert reply.grants["site"].overloaded or beat == 0
