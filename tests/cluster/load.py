@@ -66,7 +66,7 @@ class Load:
                     tally.refused += 1
                 else:
                     tally.failed += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             tally.failed += 1
 
     async def stop(self) -> None:
