@@ -20,7 +20,7 @@ from pydantic import model_validator as _model_validator
 from pydantic_core import PydanticCustomError
 
 from guard.config.errors import conflicts, duplicate_names
-from guard.config.sections import MODEL, checking_files, file_error, resolve
+from guard.config.sections import MODEL, checking_files, file_error, output_file, resolve
 from guard.config.types import Duration, Flag, Name, PositiveInt, Rate, shown
 
 if TYPE_CHECKING:
@@ -120,12 +120,7 @@ class Room(BaseModel):
     @field_validator("state_file")
     @classmethod
     def _check_state_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        value = resolve(value, info)
-        if checking_files(info) and not value.parent.is_dir():
-            raise file_error("folder does not exist", value.parent)
-        return value
+        return output_file(value, info)
 
     @field_validator("queue_page", mode="before")
     @classmethod

@@ -84,6 +84,16 @@ def file_error(reason: str, path: Path) -> PydanticCustomError:
     return PydanticCustomError("guard_file", "{reason}: {path}", context)
 
 
+def output_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A file guard writes (a log, a state file): resolved, its folder must exist."""
+    if value is None:
+        return None
+    value = resolve(value, info)
+    if checking_files(info) and not value.parent.is_dir():
+        raise file_error("folder does not exist", value.parent)
+    return value
+
+
 class Timeouts(BaseModel):
     model_config = MODEL
 
@@ -154,12 +164,7 @@ class AccessLog(BaseModel):
     @field_validator("path")
     @classmethod
     def _check_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        value = resolve(value, info)
-        if checking_files(info) and not value.parent.is_dir():
-            raise file_error("folder does not exist", value.parent)
-        return value
+        return output_file(value, info)
 
 
 _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
