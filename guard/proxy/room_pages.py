@@ -32,6 +32,20 @@ NONE: Final = "none"
 """Poll status when the request carries no place and no pass."""
 
 
+class Returns:
+    """The return time of a place: offered (a long wait), and the time it is held until
+    once taken (0: not taken)."""
+
+    __slots__ = ("held_until", "offered")
+
+    def __init__(self, offered: bool, held_until: float) -> None:
+        self.offered = offered
+        self.held_until = held_until
+
+
+NO_RETURN: Final = Returns(False, 0.0)
+
+
 class QueuePage:
     """A template split once into literal text and field names."""
 
@@ -50,7 +64,9 @@ class QueuePage:
         return b"".join(out)
 
 
-def view_doc(room: str, state: str, view: PlaceView) -> dict[str, object]:
+def view_doc(
+    room: str, state: str, view: PlaceView, returns: Returns = NO_RETURN
+) -> dict[str, object]:
     """The JSON of a poll (and of an API client's queue answer)."""
     known = view.eta_known
     return {
@@ -61,7 +77,15 @@ def view_doc(room: str, state: str, view: PlaceView) -> dict[str, object]:
         "eta_seconds": math.ceil(view.eta_seconds) if known else None,
         "admit_at": _iso(view.admit_at) if known and view.admit_at else None,
         "refresh_seconds": refresh_of(view),
+        "return_offered": returns.offered,
+        "return_url": return_url(room) if returns.offered else None,
+        "return_at": _iso(returns.held_until) if returns.held_until else None,
     }
+
+
+def return_url(room: str) -> str:
+    """GET it with the place: the place comes back re-signed, held until after its ETA."""
+    return "/__guard/queue?room=" + room + "&return=1"
 
 
 def refresh_of(view: PlaceView) -> int:
@@ -78,6 +102,7 @@ def page_values(room: str, view: PlaceView, request_id: str) -> dict[str, str]:
         "admit_at": _clock(view.admit_at) if known and view.admit_at else "?",
         "refresh_seconds": str(refresh_of(view)),
         "request_id": request_id,
+        "return_url": return_url(room),
     }
 
 
