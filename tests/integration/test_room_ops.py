@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.integration.test_room_api import API, ROOM, full_room, get, room_of
+from tests.integration.test_metrics_ratios import promtool
 from tests.support.faults import metric
 from tests.support.polling import poll_async
 from tests.support.servers import Guard, StartGuard, StartWas, backends_yaml, read_access_log
@@ -88,6 +89,18 @@ async def test_operators_close_open_pause_and_resume_a_room(
             assert metric(text, name, room="sale") >= 0
         assert metric(text, "guard_room_passes_in_flight", room="sale") == 1
         assert "guard_room_admitted_total" in text
+        assert (
+            metric(
+                text,
+                "guard_room_tokens_rejected_total",
+                room="sale",
+                kind="place",
+                reason="bad_mac",
+            )
+            == 0
+        )
+        lint = promtool("check", "metrics", stdin=text)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
         await was.release()
         assert (await held)[0] == 200
     await guard.wait_idle()

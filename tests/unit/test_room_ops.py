@@ -152,3 +152,16 @@ def test_rule_dry_run_is_validated(tmp_path: Path, key: str) -> None:
         load_config(cfg)
     found = [(p.line, p.key) for p in err.value.problems]
     assert (4, "rules[0].dry_run") in found, found
+
+
+def test_the_workers_status_merge_reads_past_the_rooms_key() -> None:
+    from guard.admin import status_doc
+    from guard.workers import merge_status
+    from tests.unit.test_admin import FakeAdmission, FakeLoaded
+
+    loaded = FakeLoaded(Path("/etc/guard.yaml"), "ab" * 32, 0.5)
+    room = {"name": "sale", "state": "queueing", "waiting": 3}
+    docs = [status_doc(FakeAdmission(n).snapshot(), loaded, {"success": 1}, [room]) for n in (1, 2)]
+    assert docs[0]["rooms"] == [room]
+    merged = merge_status(docs)
+    assert merged["site"]["active"] == 3 and merged["workers"] == 2
