@@ -28,7 +28,7 @@ from guard.proxy.room_pages import (
     poll_error,
     queue_answer,
     short_retry,
-    view_doc,
+    view_json,
 )
 from guard.proxy.room_presented import Presented, presented
 from guard.proxy.room_state import Passage, Room, RoomTable
@@ -172,7 +172,7 @@ def _queue(
     wall = room.wall()
     view = room.view(place, wall)
     extra = room.place_headers(to_sign, wall, found.header_mode) if to_sign is not None else []
-    doc = view_doc(room.name, room.controller.state(wall), view, _returns(room, place, view, wall))
+    doc = view_json(room.name, room.controller.state(wall), view, _returns(room, place, view, wall))
     html_ok = req.meta.accept_html and req.method in _PAGE_METHODS and not found.header_mode
     body = None
     if html_ok:
@@ -224,7 +224,7 @@ def poll(ex: Exchange, target: str) -> None:
             if view.status == QUEUED and _query(target, "return") == "1":
                 place, extra = _return(room, place, view, wall, found, extra)
     returns = _returns(room, place, view, wall)
-    doc = view_doc(room.name, room.controller.state(wall), view, returns)
+    doc = view_json(room.name, room.controller.state(wall), view, returns)
     ex.answer(queue_answer(200, doc, None, extra, _closes(ex), _head(ex)), 200)
 
 

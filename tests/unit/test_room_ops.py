@@ -165,3 +165,32 @@ def test_the_workers_status_merge_reads_past_the_rooms_key() -> None:
     assert docs[0]["rooms"] == [room]
     merged = merge_status(docs)
     assert merged["site"]["active"] == 3 and merged["workers"] == 2
+
+
+@pytest.mark.parametrize("zone", ["Asia/Seoul", "Europe/Berlin", "America/St_Johns", "UTC"])
+def test_queue_json_times_are_local_iso_8601_across_offset_changes(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import time
+    from datetime import datetime
+
+    from guard.core.room_params import PlaceView
+    from guard.proxy.room_pages import Returns, view_json
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        switch = datetime.fromisoformat("2026-03-29T00:59:00+00:00").timestamp()  # EU DST
+        for wall in (switch + k * 37.0 for k in range(-200, 200)):
+            view = PlaceView(QUEUED, 7, 65.2, True, wall, 3.3)
+            body, refresh = view_json("sale", "queueing", view, Returns(True, wall + 1))
+            doc = json.loads(body)
+            expected = datetime.fromtimestamp(int(wall)).astimezone().isoformat()
+            assert doc["admit_at"] == expected
+            assert datetime.fromisoformat(doc["return_at"]).timestamp() == int(wall) + 1
+            assert (doc["position"], doc["eta_seconds"], refresh) == (7, 66, 4)
+            assert doc["return_url"] == "/__guard/queue?room=sale&return=1"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
