@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.support.polling import poll_async
 from guard.config.rooms import shipped
+from tests.support.polling import poll_async
 from tests.support.servers import WAITING, StartGuard, StartWas, backends_yaml
 
 CHROMIUM = "/usr/bin/chromium"

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.integration.test_room_api import API, ROOM, full_room, get, room_of
 from tests.integration.test_metrics_ratios import promtool
+from tests.integration.test_room_api import API, ROOM, full_room, get, room_of
 from tests.support.faults import metric
 from tests.support.polling import poll_async
 from tests.support.servers import Guard, StartGuard, StartWas, backends_yaml, read_access_log
