@@ -194,3 +194,35 @@ def test_queue_json_times_are_local_iso_8601_across_offset_changes(
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_sampled_logs_keep_every_dry_run_line_and_sample_queue_answers() -> None:
+    import io
+    import json
+
+    from guard.proxy.accesslog import AccessLog
+
+    buf = io.BytesIO()
+    log = AccessLog("json", buf, clock=lambda: WALL0, refusal_lines_per_second=2)
+    for outcome in ("would_refuse", "would_queue", "queued", "queue_poll"):
+        for _ in range(5):  # forwarded (dry runs) or answered by the room
+            log.log("10.0.0.7", "GET", "/e", "event", "was-1", outcome, 200, 0.01, None)
+    log.flush()
+    got = [json.loads(line)["outcome"] for line in buf.getvalue().decode().splitlines()]
+    assert got.count("would_refuse") == 5 and got.count("would_queue") == 5
+    assert got.count("queued") + got.count("queue_poll") == 2  # a line of polls is sampled
+
+
+def test_return_after_is_validated_with_file_line_and_key(tmp_path: Path) -> None:
+    from guard.config import ConfigError, load_config
+
+    (tmp_path / "waiting.html").write_text("wait")
+    cfg = tmp_path / "guard.yaml"
+    cfg.write_text(
+        "backends:\n  - {name: was, url: 'http://127.0.0.1:9', max_active: 10}\n"
+        "rules:\n  - {name: a, path: /a/**, room: sale}\n"
+        "rooms:\n  - {name: sale, admit_rate: 5/s, return_after: soon}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert [(p.line, p.key) for p in err.value.problems] == [(6, "rooms[0].return_after")]
