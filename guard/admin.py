@@ -5,6 +5,8 @@ GET /status    JSON: the admission's Snapshot.to_json() (site, backends, rules, 
                durations, upstream errors), config (path, sha256, load time), reloads
 GET /healthz   200 "ok" while the event loop answers
 POST /reload   re-reads the config file (same as SIGHUP); 200 summary | 400 problems
+GET /rooms     JSON: every waiting room's numbers (as in /status "rooms")
+POST /rooms/{name}/close|open|pause|resume   an operator's command; 200 {name, state}
 
 Every route but /healthz is refused to a foreign Host, a state-changing request from a
 foreign Origin, and (with ``admin_token_file``) a request without the token:
@@ -73,6 +75,10 @@ class RuntimeLike(Protocol):
 
     async def reload(self) -> ReloadResult: ...
 
+    def room_views(self) -> list[dict[str, Any]]: ...
+
+    def room_command(self, name: str, action: str) -> str | None: ...
+
 
 def _iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -87,13 +93,18 @@ def config_doc(loaded: LoadedConfigLike) -> dict[str, Any]:
 
 
 def status_doc(
-    snapshot: Snapshot, loaded: LoadedConfigLike, reload_counts: Mapping[str, int]
+    snapshot: Snapshot,
+    loaded: LoadedConfigLike,
+    reload_counts: Mapping[str, int],
+    rooms: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The /status document: the snapshot's JSON, the config it runs and the reload counts."""
+    """The /status document: the snapshot's JSON, the config it runs, the reload counts
+    and the waiting rooms."""
     return {
         **snapshot.to_json(),
         "config": config_doc(loaded),
         "reloads": {k: reload_counts.get(k, 0) for k in ("success", "failure")},
+        "rooms": rooms or [],
     }
 
 
@@ -118,6 +129,7 @@ class _Handlers:
             lambda: runtime.reload_counts,
             process=process_metrics,
             extra=cluster_collector(runtime),
+            rooms=lambda: runtime.room_views(),
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -126,11 +138,23 @@ class _Handlers:
 
     async def status(self, request: web.Request) -> web.Response:
         rt = self.runtime
-        doc = status_doc(rt.admission.snapshot(), rt.loaded, rt.reload_counts)
+        doc = status_doc(rt.admission.snapshot(), rt.loaded, rt.reload_counts, rt.room_views())
         cluster = getattr(rt, "cluster", None)
         if cluster is not None and cluster.status is not None:
             doc["cluster"] = await cluster.status.view()
         return web.json_response(doc, headers={"Cache-Control": "no-store"})
+
+    async def rooms(self, request: web.Request) -> web.Response:
+        return web.json_response({"rooms": self.runtime.room_views()})
+
+    async def room_command(self, request: web.Request) -> web.Response:
+        name, action = request.match_info["name"], request.match_info["action"]
+        state = self.runtime.room_command(name, action)
+        if state is None:
+            return web.json_response(
+                {"error": "not_found", "message": "no such room or action"}, status=404
+            )
+        return web.json_response({"name": name, "action": action, "state": state})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -178,4 +202,6 @@ def make_admin_app(
     app.router.add_get("/status", h.status)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_post("/reload", h.reload)
+    app.router.add_get("/rooms", h.rooms)
+    app.router.add_post("/rooms/{name}/{action}", h.room_command)
     return app

@@ -47,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
         if name == "check":
             p.add_argument("--cluster", action="store_true", help="also try the cluster's Redis")
+            p.add_argument(
+                "--at",
+                metavar="TIME",
+                help="also show which rules and waiting rooms are active at TIME "
+                "(ISO 8601 with an offset, e.g. 2026-12-01T10:05:00+09:00)",
+            )
     demo = sub.add_parser("demo", help="two simulated WAS instances with guard in front")
     demo.add_argument(
         "--port-base",
@@ -85,7 +91,11 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser().parse_args(argv)
     if args.command == "check":
-        sys.exit(check(args.config, args.cluster))
+        if args.at is None:
+            sys.exit(check(args.config, args.cluster))
+        code, text = check_at(args.config, args.at)
+        print(text, file=sys.stdout if code == 0 else sys.stderr)
+        sys.exit(code)
     if args.command == "rehearse":  # offline: a config and a log, no network
         from guard.tools.rehearse import run_rehearse
 
@@ -139,6 +149,21 @@ def check(path: Path, try_cluster: bool = False) -> int:
 
         return probe(loaded.config.cluster)
     return 0
+
+
+def check_at(path: Path, at: str) -> tuple[int, str]:
+    """``guard check --at TIME``: (exit status, text). 2: TIME unreadable; 1: bad config."""
+    from guard.config.rooms import active_at, parse_at
+
+    try:
+        wall = parse_at(at)
+    except ValueError as err:
+        return 2, str(err)
+    try:
+        loaded = load_config(path)
+    except ConfigError as err:
+        return 1, "\n".join(str(p) for p in err.problems)
+    return 0, "\n".join([f"at {at}:", *(f"  {line}" for line in active_at(loaded.config, wall))])
 
 
 def require_c_parsers() -> None:

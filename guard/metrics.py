@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -26,6 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.registry import Collector
 
 from guard.core import OUTCOMES, Snapshot
+from guard.core.room_schedule import ROOM_STATES
+from guard.core.room_token import REASONS
 from guard.proxy.logsink import LINES_DROPPED
 
 __all__ = [
@@ -45,13 +48,20 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
 ReloadCounts = Mapping[str, int] | Callable[[], Mapping[str, int]]
+RoomViews = Callable[[], Sequence[Mapping[str, Any]]]
 
 
 class GuardCollector(Collector):
     """Builds every guard_* family from one snapshot per scrape."""
 
-    def __init__(self, get_snapshot: Callable[[], Snapshot], reload_counts: ReloadCounts) -> None:
+    def __init__(
+        self,
+        get_snapshot: Callable[[], Snapshot],
+        reload_counts: ReloadCounts,
+        rooms: RoomViews = lambda: (),
+    ) -> None:
         self._get_snapshot = get_snapshot
+        self._rooms = rooms
         # A callable lets the runtime replace its dict; a mapping is read live at each scrape.
         self._reload_counts: Callable[[], Mapping[str, int]] = (
             reload_counts if callable(reload_counts) else lambda: reload_counts
@@ -59,7 +69,7 @@ class GuardCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         # Registration calls describe(); answering with empty families avoids a snapshot there.
-        return [*_families(), _sticky_family(), *_ceiling_families()]
+        return [*_families(), _sticky_family(), *_ceiling_families(), *_room_families()]
 
     def collect(self) -> Iterable[Metric]:
         snap = self._get_snapshot()
@@ -115,6 +125,7 @@ class GuardCollector(Collector):
             sticky,
             dropped,
             *_ceilings(snap),
+            *_rooms(self._rooms()),
         )
 
 
@@ -230,6 +241,87 @@ def _ceilings(snap: Snapshot) -> tuple[GaugeMetricFamily, ...]:
     return families
 
 
+def _room_families() -> tuple[
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    CounterMetricFamily,
+    CounterMetricFamily,
+    CounterMetricFamily,
+]:
+    """guard_room_*: one series per room (and per state, kind and reason: fixed words)."""
+    room = ["room"]
+    return (
+        GaugeMetricFamily(
+            "guard_room_waiting",
+            "Places issued and not yet admitted (abandoned ones included).",
+            labels=room,
+        ),
+        GaugeMetricFamily(
+            "guard_room_waiting_estimated",
+            "guard_room_waiting scaled by the measured share of holders still there.",
+            labels=room,
+        ),
+        GaugeMetricFamily(
+            "guard_room_admit_rate",
+            "Places admitted per second, measured (EWMA of the line's movement).",
+            labels=room,
+        ),
+        GaugeMetricFamily(
+            "guard_room_eta_seconds",
+            "Expected wait of the last place in line (absent while unknown).",
+            labels=room,
+        ),
+        GaugeMetricFamily(
+            "guard_room_passes_in_flight", "Passes with requests in flight now.", labels=room
+        ),
+        GaugeMetricFamily(
+            "guard_room_state",
+            "1 for the room's current state (queueing, paused, closed, ...), 0 for the others.",
+            labels=["room", "state"],
+        ),
+        CounterMetricFamily(
+            "guard_room_places_issued", "Places handed out (new arrivals in line).", labels=room
+        ),
+        CounterMetricFamily(
+            "guard_room_admitted",
+            "Shoppers admitted: straight through, or a place turned into its pass.",
+            labels=room,
+        ),
+        CounterMetricFamily(
+            "guard_room_tokens_rejected",
+            "Room tokens refused, by kind (place, pass) and reason.",
+            labels=["room", "kind", "reason"],
+        ),
+    )
+
+
+def _rooms(views: Sequence[Mapping[str, Any]]) -> tuple[Metric, ...]:
+    families = _room_families()
+    waiting, estimated, rate, eta, passes, state, issued, admitted, rejected = families
+    for v in views:
+        name = str(v["name"])
+        waiting.add_metric([name], v["waiting"])
+        estimated.add_metric([name], v["waiting_estimated"])
+        rate.add_metric([name], v["admit_rate"])
+        if v["eta_seconds"] is not None:
+            eta.add_metric([name], v["eta_seconds"])
+        passes.add_metric([name], v["passes_in_flight"])
+        for word in ROOM_STATES:
+            state.add_metric([name, word], 1.0 if v["state"] == word else 0.0)
+        counts: Mapping[str, int] = v["counts"]
+        issued.add_metric([name], counts.get("issued", 0))
+        admitted.add_metric([name], v["admitted"])
+        refused: Mapping[str, int] = v["rejected"]
+        for kind in ("place", "pass"):
+            for reason in REASONS:
+                rejected.add_metric([name, kind, reason], refused.get(f"{kind}:{reason}", 0))
+    return families
+
+
 def _le(bound: float) -> str:
     # Same spelling prometheus_client uses for its own histograms ("0.005", "1.0", "+Inf").
     return "+Inf" if math.isinf(bound) else repr(float(bound))
@@ -250,11 +342,12 @@ def make_registry(
     *,
     process: bool = True,
     extra: Collector | None = None,
+    rooms: RoomViews = lambda: (),
 ) -> CollectorRegistry:
     """A private registry (never the global default, so several apps and tests can coexist)
     holding the guard collector and, optionally, the process_* metrics of this process."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GuardCollector(get_snapshot, reload_counts))
+    registry.register(GuardCollector(get_snapshot, reload_counts, rooms))
     if extra is not None:  # cluster mode: guard_cluster_* (guard.cluster.status)
         registry.register(extra)
     if process:

@@ -27,7 +27,7 @@ from guard.core.clock import Clocks
 from guard.core.room_control import RoomController
 from guard.core.room_params import RoomParams
 from guard.core.room_schedule import Schedule
-from guard.core.room_store import MemoryRoomStore, RoomCounters
+from guard.core.room_store import CLOSED, OPEN, PAUSED, MemoryRoomStore, RoomCounters
 from guard.core.room_token import KeyRing
 from guard.proxy.responses import Pages
 from guard.proxy.room_pages import QueuePage
@@ -37,6 +37,8 @@ log: Final = logging.getLogger("guard")
 
 TICK: Final = 0.2
 SAVE_EVERY: Final = 1.0
+ACTIONS: Final = {"close": CLOSED, "open": OPEN, "pause": PAUSED, "resume": OPEN}
+"""Admin actions (POST /rooms/NAME/ACTION) and the operator state each sets."""
 MIN_SKIP: Final = 1000
 """Numbers skipped on restore, at least: more than one save interval of a busy line."""
 
@@ -104,6 +106,7 @@ class RoomRegistry:
             cookie_secure=rc.cookie_secure,
             sold_out_header=rc.sold_out_header,
             dry_run=rc.dry_run,
+            return_after=rc.return_after,
         )
 
     def _keys(self, rc: RoomConfig) -> KeyRing:
@@ -166,6 +169,20 @@ class RoomRegistry:
             os.replace(tmp, path)
         except OSError as err:
             log.error("room %s: cannot write state file %s: %s", name, path, err)
+
+    def command(self, name: str, action: str) -> str | None:
+        """An operator's close / open / pause / resume: the room's state after it, or None
+        for an unknown room or action. ``resume`` only ends a pause (a sold-out close stays
+        until ``open``). Shared through the store, so it is kept in the state file."""
+        room = self.rooms.get(name)
+        target = ACTIONS.get(action)
+        if room is None or target is None:
+            return None
+        store = room.controller.store
+        if action != "resume" or store.state() == PAUSED:
+            room.controller.set_operator_state(target)
+        self._save(name)
+        return room.controller.state(self.clocks.wall())
 
     def views(self) -> list[dict[str, Any]]:
         wall = self.clocks.wall()

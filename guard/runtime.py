@@ -204,6 +204,14 @@ class Runtime:
         """Every room's counters (for /status and metrics)."""
         return self.rooms.views()
 
+    def room_command(self, name: str, action: str) -> str | None:
+        """An operator's close / open / pause / resume (admin port), kept as an event."""
+        state = self.rooms.command(name, action)
+        if state is not None:
+            log.info("room %s: %s by an operator (now %s)", name, action, state)
+            self.events.add(self.clocks.wall(), f"room_{action}", name, f"operator: now {state}")
+        return state
+
     # -- backend health -----------------------------------------------------------------
     def _follow_health(self, loaded: LoadedConfig) -> None:
         """Probes and transition logs follow the config just installed."""

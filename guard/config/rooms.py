@@ -26,7 +26,16 @@ from guard.config.types import Duration, Flag, Name, PositiveInt, Rate, shown
 if TYPE_CHECKING:
     from guard.config.models import Config
 
-__all__ = ["KEY_LINE_FORM", "Room", "RoomSchedule", "check_rooms", "read_key_file", "shipped"]
+__all__ = [
+    "KEY_LINE_FORM",
+    "Room",
+    "RoomSchedule",
+    "active_at",
+    "check_rooms",
+    "parse_at",
+    "read_key_file",
+    "shipped",
+]
 
 KEY_LINE_FORM = 'expected lines "<kid 0-255>:<secret, hex or base64, >= 32 bytes>"'
 _KEY_LINE = re.compile(r"(\d{1,3})\s*:\s*(\S+)")
@@ -101,6 +110,7 @@ class Room(BaseModel):
     cookie_secure: Flag = False
     sold_out_header: Flag = False  # "X-Guard-Room: sold-out" from a backend closes the room
     dry_run: Flag = False
+    return_after: Duration = 600.0  # a longer ETA offers "come back at HH:MM"
 
     @field_validator("key_file")
     @classmethod
@@ -226,3 +236,38 @@ def room_warnings(config: Config) -> list[str]:
         if room.name not in used:
             warnings.append(f"room {room.name}: no rule uses it")
     return warnings
+
+
+def parse_at(text: str) -> float:
+    """``guard check --at``: ISO 8601 with an offset -> wall seconds (ValueError otherwise)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--at: {_TIME_FORM}, got {text!r}") from None
+    if when.tzinfo is None:
+        raise ValueError(f"--at: the time needs an offset ({_TIME_FORM}), got {text!r}")
+    return when.timestamp()
+
+
+def active_at(config: Config, wall: float) -> list[str]:
+    """What runs at ``wall``: each room's state (as scheduled, operator state open) and
+    each rule's path through it: ``queue NAME`` while the room takes places or admits,
+    ``plain`` when the rule has no room or its room is outside its event."""
+    from guard.core.room_schedule import ENDED, NOT_STARTED, Schedule, room_state_at
+    from guard.core.room_store import OPEN
+
+    states: dict[str, str] = {}
+    lines: list[str] = []
+    for rc in config.rooms:
+        sched = rc.schedule
+        schedule = Schedule(sched.start, sched.end, sched.prequeue)
+        states[rc.name] = room_state_at(schedule, OPEN, wall)
+        lines.append(f"room {rc.name}: {states[rc.name]}" + (" (dry run)" if rc.dry_run else ""))
+    for rule in config.rules:
+        state = states.get(rule.room) if rule.room is not None else None
+        if state is None or state in (NOT_STARTED, ENDED):
+            how = "plain"
+        else:
+            how = f"queue {rule.room} ({state})"
+        lines.append(f"rule {rule.name}: {how}" + (" (dry run)" if rule.dry_run else ""))
+    return lines

@@ -242,6 +242,7 @@ class Rule(BaseModel):
     # False: the body streams to the backend as it arrives (admitted at the head).
     request_buffering: Flag = True
     reserve: NonNegativeInt = 0  # slots of the site and backend ceilings only this rule takes
+    dry_run: Flag = False  # forward what the rule would refuse, counted as would_refuse
 
     @property
     def effective_burst(self) -> int:
@@ -263,8 +264,8 @@ class Rule(BaseModel):
         # Blame the key that cannot be there, on its own line, so the fix is obvious.
         found: list[tuple[tuple[str | int, ...], str]] = []
         for flag, others in (
-            ("bypass", ("block", "max_active", "rate", "reserve")),
-            ("block", ("max_active", "rate", "reserve")),
+            ("bypass", ("block", "max_active", "rate", "reserve", "dry_run")),
+            ("block", ("max_active", "rate", "reserve", "dry_run")),
         ):
             if getattr(self, flag):
                 found += [

@@ -166,6 +166,7 @@ class Admission:
             bypass=spec.bypass,
             block=spec.block,
             reserve=share_of(spec.reserve, worker, workers),
+            dry_run=spec.dry_run,
             counter=self.state.counter(("rule", spec.name)),
             stats=self.state.rule_stats(spec.name),
             bucket=bucket,
@@ -193,28 +194,42 @@ class Admission:
             if bucket is None and rule.client_buckets is not None:
                 bucket = rule.client_buckets.get(client_ip, now)
             if bucket is not None and not bucket.has_token(now):
-                return self._refusal(rule, _OVER_RATE)
+                return self._dry_or_refuse(rule, _OVER_RATE, now)
             if rule.max_active is not None and rule.counter.value >= rule.max_active:
-                return self._refusal(rule, _OVER_CAPACITY)
+                return self._dry_or_refuse(rule, _OVER_CAPACITY, now)
             site_max = self.site_max_active
             if site_max is not None:
                 if choice.reserving:
                     site_max -= choice.held_on_site(rule)
                 if self.site.value >= site_max:
-                    return self._refusal(rule, _OVER_CAPACITY)
+                    return self._dry_or_refuse(rule, _OVER_CAPACITY, now)
         sticky = None if route is None else choice.routes.get(route)
         if sticky is None:
             backend = choice.pick(now, rule.bypass, None, rule)
         else:
             backend = choice.stick(sticky, now, rule)
         if backend is None:
-            full = choice.any_usable(now)
-            return self._refusal(rule, _OVER_CAPACITY if full else _UNAVAILABLE)
+            if choice.any_usable(now):
+                return self._dry_or_refuse(rule, _OVER_CAPACITY, now)
+            return self._refusal(rule, _UNAVAILABLE)
         if bucket is not None:
             bucket.take()
         ticket = Ticket(self, rule, backend, now)
         if backend is sticky:
             ticket.sticky = True
+        return ticket
+
+    def _dry_or_refuse(self, rule: CompiledRule, kind: int, now: float) -> Ticket | Refusal:
+        """The refusal, unless the rule is a dry run: then the request goes to the least
+        active usable backend, full or not (what really runs stays counted), marked
+        "would_refuse". Blocks and outages are never dry: there is nothing to rehearse."""
+        if not rule.dry_run:
+            return self._refusal(rule, kind)
+        backend = self.choice.pick(now, True, None, rule)
+        if backend is None:
+            return self._refusal(rule, _UNAVAILABLE)
+        ticket = Ticket(self, rule, backend, now)
+        ticket.outcome = "would_refuse"
         return ticket
 
     def pair_counter(self, backend: BackendSlot, rule_name: str) -> Counter:

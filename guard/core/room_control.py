@@ -37,6 +37,8 @@ ADMITTED: Final = "admitted"
 """Place statuses besides the room states (prequeue, paused, closed, ended, not_started)."""
 
 SPEED_TAU: Final = 60.0
+RETURN_MAX_HOLD: Final = 86_400.0
+"""A return time is never more than a day after the place was issued."""
 MIN_KNOWN_SPEED: Final = 0.05
 """Below one admission per 20 s the ETA is shown as unknown rather than as hours."""
 
@@ -179,6 +181,14 @@ class RoomController:
             and self._direct.has_token(now)
         )
 
+    def would_enter_directly(self, now: float, wall: float) -> bool:
+        """A dry run's straight-through check: as can_enter_directly, and the direct token
+        is spent, so the rehearsal counts ``would_queue`` beyond ``admit_rate``."""
+        if self.can_enter_directly(now, wall):
+            self._direct.take()
+            return True
+        return False
+
     def enter_directly(self, now: float, wall: float) -> Pass | None:
         """A pass for a shopper who skipped an empty line; None if someone queued since."""
         number = self.store.enter_directly()
@@ -245,3 +255,12 @@ class RoomController:
         but never beyond ``max_hold`` after it was issued. Signed into the token: no state."""
         until = min(wall + view.eta_seconds + late, place.issued_at + max_hold)
         return Place(place.number, place.issued_at, int(wall), int(until), place.flags)
+
+    def return_offer(
+        self, place: Place, view: PlaceView, wall: float, return_after: float, late: float
+    ) -> Place | None:
+        """The place held until ``late`` after its ETA, when that ETA is known and longer
+        than ``return_after`` (a short wait is better spent on the page); else None."""
+        if view.status != QUEUED or not view.eta_known or view.eta_seconds <= return_after:
+            return None
+        return self.return_place(place, view, wall, late, RETURN_MAX_HOLD)

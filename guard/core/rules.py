@@ -44,6 +44,7 @@ class CompiledRule:
     pattern: str = "/**"
     rate_text: str | None = None  # as configured ("200/s"), for /status
     reserve: int = 0  # this worker's share of the slots reserved for this rule alone
+    dry_run: bool = False  # forward what it would refuse (outcome "would_refuse")
 
 
 def default_rule(index: int, counter: Counter, stats: RuleStats) -> CompiledRule:

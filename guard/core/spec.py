@@ -66,6 +66,8 @@ class RuleSpec(Protocol):
     def block(self) -> bool: ...
     @property
     def reserve(self) -> int: ...  # slots of the site and backend ceilings only this rule takes
+    @property
+    def dry_run(self) -> bool: ...  # forward what its ceilings and rate would refuse, counted
 
 
 class LimitsSpec(Protocol):

@@ -11,11 +11,15 @@ from itertools import accumulate
 from typing import Final, Literal
 
 Outcome = Literal[
-    "admitted", "over_capacity", "over_rate", "blocked", "bad_request", "unavailable", "static"
-]
+    "admitted", "over_capacity", "over_rate", "blocked", "bad_request", "unavailable", "static",
+    "queued", "queue_poll", "pass_busy", "would_queue", "would_refuse",
+]  # fmt: skip
 # The one list of outcomes (metrics exports every one of them, zeros included). Every
 # request gets exactly one: "unavailable" when no backend is up (an outage, not an
 # overload: over_capacity is only for full ceilings), "static" for guard's own assets.
+# Waiting rooms: "queued" (the queue page or JSON, a closed room's too), "queue_poll"
+# (/__guard/queue), "pass_busy" (a pass over its requests in flight). Dry runs forward the
+# request and say what would have happened: "would_queue" (a room), "would_refuse" (a rule).
 OUTCOMES: Final[tuple[Outcome, ...]] = (
     "admitted",
     "over_capacity",
@@ -24,6 +28,11 @@ OUTCOMES: Final[tuple[Outcome, ...]] = (
     "bad_request",
     "unavailable",
     "static",
+    "queued",
+    "queue_poll",
+    "pass_busy",
+    "would_queue",
+    "would_refuse",
 )
 
 # prometheus_client's default buckets plus 3 s and 8 s (the slow / very slow marks of WAS

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 from guard.core.rules import CompiledRule
 from guard.core.spec import BackendSpec
 from guard.core.state import Counter, Health
+from guard.core.stats import Outcome
 
 
 class BackendPicker(Protocol):
@@ -103,6 +104,7 @@ class Ticket:
         "_site",
         "_tried",
         "backend",
+        "outcome",
         "rule",
         "started",
         "sticky",
@@ -122,6 +124,7 @@ class Ticket:
         self._live = True
         self._tried: set[str] | None = None  # allocated on the first reroute only
         self.sticky = False  # the backend was chosen by the request's session route
+        self.outcome: Outcome = "admitted"  # a dry run's "would_refuse" / "would_queue"
         self._site.value += 1
         rule.counter.value += 1
         backend.counter.value += 1

@@ -43,8 +43,9 @@ _THOUSANDTHS: Final = tuple(f"{i:03d}" for i in range(1000))
 _MILLIS: Final = tuple(f"{t}Z" for t in _THOUSANDTHS)
 
 
-# Outcomes that are not refusals: never sampled.
-_SERVED: Final = frozenset({"admitted", "static"})
+# Outcomes that are not refusals: never sampled (dry runs were forwarded: a rehearsal reads
+# every one). A waiting room's answers (queued, queue_poll) are sampled like refusals.
+_SERVED: Final = frozenset({"admitted", "static", "would_queue", "would_refuse"})
 
 
 class AccessLogConfigLike(Protocol):

@@ -190,8 +190,8 @@ class Exchange:
             decision = entered
         if isinstance(decision, Refusal):
             return self.refuse(decision)
-        self.outcome = "admitted"
-        adm.record(rule, "admitted")
+        self.outcome = decision.outcome  # "admitted", or a dry run's "would_..."
+        adm.record(rule, decision.outcome)
         self.ticket = decision
         if req.meta.host is None:  # HTTP/1.0 without Host: the backend's, as nginx sends
             req.meta.backend_host = backend_authority(decision.backend.host, decision.backend.port)
@@ -306,7 +306,8 @@ class Exchange:
         affinity = self.gen.admission.affinity
         if affinity is not None and affinity.cookie is not None:
             framing += self.affinity_cookie(affinity, ticket.backend.route)
-        block = head.block if self.passage is None else self.passage.response_block(head.block)
+        passage = self.passage
+        block = head.block if passage is None else passage.response_block(head.block, head.sold_out)
         self.head_out = response_head(head.status, block, framing, close, req.version)
 
     def affinity_cookie(self, affinity: Affinity, route: str | None) -> bytes:

@@ -48,7 +48,10 @@ _REQUEST_DROP: Final = HOP_BY_HOP | {
 }
 # Connection tokens naming headers that are dropped anyway need no second filter.
 _HOP_TOKENS: Final = frozenset({b"close", b"keep-alive"}) | HOP_BY_HOP
-_RESPONSE_DROP: Final = HOP_BY_HOP | {b"content-length"}
+SOLD_OUT_HEADER: Final = b"x-guard-room"
+"""A backend's "X-Guard-Room: sold-out" (closes a room when enabled): never reaches a client,
+whatever the rule, so a shopper cannot learn how to trip it."""
+_RESPONSE_DROP: Final = HOP_BY_HOP | {b"content-length", SOLD_OUT_HEADER}
 # A response header whose name has none of these lengths is forwarded without a look.
 _RESPONSE_DROP_LENGTHS: Final = frozenset(len(name) for name in _RESPONSE_DROP)
 
@@ -341,14 +344,22 @@ def request_head(method: bytes, target: bytes, meta: RequestMeta, framing: bytes
 
 
 def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
+    """response_parts() without the sold-out flag."""
+    block, length, chunked, _ = response_parts(headers)
+    return block, length, chunked
+
+
+def response_parts(headers: Sequence[Header]) -> tuple[bytes, int | None, bool, bool]:
     """One pass over a response head: (the end-to-end headers as one block of
-    "Name: value\r\n" lines, forwarded as received; Content-Length; chunked).
-    Hop-by-hop headers, those the Connection header lists, and the framing are left out.
-    A transfer coding other than chunked raises FramingError(502)."""
+    "Name: value\r\n" lines, forwarded as received; Content-Length; chunked; whether the
+    backend said "X-Guard-Room: sold-out"). Hop-by-hop headers, those the Connection
+    header lists, the framing and X-Guard-Room are left out. A transfer coding other than
+    chunked raises FramingError(502)."""
     out: list[bytes] = []
     listed: frozenset[bytes] = frozenset()
     length: int | None = None
     chunked = False
+    sold_out = False
     for name, value in headers:
         lname = _lower(name) if len(name) in _RESPONSE_DROP_LENGTHS else b""
         if lname not in _RESPONSE_DROP:
@@ -368,13 +379,15 @@ def response_kept(headers: Sequence[Header]) -> tuple[bytes, int | None, bool]:
             extra = _listed(value)
             if extra:
                 listed = listed | extra
+        elif lname == SOLD_OUT_HEADER:
+            sold_out = sold_out or value.strip().lower() == b"sold-out"
     if listed:  # rare (cold path): names Connection declares hop-by-hop, maybe listed after
         out = []
         for name, value in headers:
             lname = _lower(name)
             if lname not in _RESPONSE_DROP and lname not in listed:
                 out += (name, b": ", value, b"\r\n")
-    return b"".join(out), length, chunked
+    return b"".join(out), length, chunked, sold_out
 
 
 _STATUS_LINES: Final[dict[int, bytes]] = {}

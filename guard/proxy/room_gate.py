@@ -16,19 +16,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from guard.core.admission import Refusal, Ticket
-from guard.core.room_control import ADMITTED
+from guard.core.room_control import ADMITTED, QUEUED
 from guard.core.room_params import PlaceView
 from guard.core.room_schedule import ENDED, NOT_STARTED
 from guard.core.room_token import Pass, Place
-from guard.proxy.headers import Header, RequestMeta
+from guard.proxy.headers import Header
 from guard.proxy.room_pages import (
     NONE,
+    Returns,
     page_values,
     poll_error,
     queue_answer,
     short_retry,
-    view_doc,
+    view_json,
 )
+from guard.proxy.room_presented import Presented, presented
 from guard.proxy.room_state import Passage, Room, RoomTable
 
 if TYPE_CHECKING:
@@ -38,46 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["QUEUE_PATH", "Passage", "Room", "RoomTable", "enter", "poll"]
 
 QUEUE_PATH: Final = "/__guard/queue"
-_PLACE_HEADER: Final = b"x-guard-place"
-_PASS_HEADER: Final = b"x-guard-pass"
 _PAGE_METHODS: Final = (b"GET", b"HEAD")
-
-
-class Presented:
-    """The room tokens a request carries, by cookie or (apps) by header."""
-
-    __slots__ = ("header_mode", "pass_token", "place_token")
-
-    def __init__(self) -> None:
-        self.pass_token = ""
-        self.place_token = ""
-        self.header_mode = False
-
-
-def presented(room: Room, headers: list[Header], meta: RequestMeta) -> Presented:
-    """The tokens for ``room``; the X-Guard-* headers never reach the backend."""
-    found = Presented()
-    strip = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"cookie":
-            for part in value.split(b";"):
-                key, _, token = part.strip().partition(b"=")
-                if key == room.pass_cookie:
-                    found.pass_token = token.decode("latin-1")
-                elif key == room.place_cookie:
-                    found.place_token = token.decode("latin-1")
-        elif lname in (_PASS_HEADER, _PLACE_HEADER):
-            strip = True
-            if lname == _PASS_HEADER:
-                found.pass_token = value.decode("latin-1").strip()
-            else:
-                found.place_token = value.decode("latin-1").strip()
-    if strip:
-        meta.kept = [h for h in meta.kept if h[0].lower() not in (_PASS_HEADER, _PLACE_HEADER)]
-    # Apps (no HTML accepted) get their tokens in X-Guard-* response headers too.
-    found.header_mode = strip or not meta.accept_html
-    return found
 
 
 def enter(
@@ -107,7 +70,7 @@ def enter(
     if place is not None:
         converted = control.convert(place, wall)
         if converted is None:
-            _queue(room, ex, place, control.renewed_place(place, wall), found)
+            _queue(room, ex, rule, place, control.renewed_place(place, wall), found)
             return None
         room.count("replayed" if converted[1] else "converted")
         return _with_pass(room, ex, rule, converted[0], True, found, route)
@@ -130,10 +93,10 @@ def enter(
         state = control.state(wall)
         if state in (NOT_STARTED, ENDED):
             return _plain(room, ex, rule, now, wall, route)
-        _queue(room, ex, None, None, found)
+        _queue(room, ex, rule, None, None, found)
         return None
     room.count("issued")
-    _queue(room, ex, new, new, found)
+    _queue(room, ex, rule, new, new, found)
     return None
 
 
@@ -145,8 +108,10 @@ def _plain(
     decision = ex.gen.admission.admit(rule, ex.req.meta.client, route)
     if room.dry_run and room.controller.state(wall) not in (NOT_STARTED, ENDED):
         refused = isinstance(decision, Refusal) and decision.outcome == "over_capacity"
-        if refused or not room.controller.can_enter_directly(now, wall):
+        if refused or not room.controller.would_enter_directly(now, wall):
             room.count("would_queue")
+            if isinstance(decision, Ticket) and decision.outcome == "admitted":
+                decision.outcome = "would_queue"  # forwarded all the same
     if isinstance(decision, Ticket):
         ex.passage = Passage(room, None, [])  # still strips the sold-out header
     return decision
@@ -173,6 +138,7 @@ def _with_pass(
     if lease is None:
         room.count("pass_busy")
         ex.outcome = "pass_busy"
+        gen.admission.record(rule, "pass_busy")
         data = short_retry(b"", False, "pass_busy", rule.name, extra, _closes(ex), _head(ex))
         ex.answer(data, 429)
         return None
@@ -194,20 +160,26 @@ def _with_pass(
 
 
 def _queue(
-    room: Room, ex: Exchange, place: Place | None, to_sign: Place | None, found: Presented
+    room: Room,
+    ex: Exchange,
+    rule: CompiledRule,
+    place: Place | None,
+    to_sign: Place | None,
+    found: Presented,
 ) -> None:
     """The queue page or JSON for ``place`` (None: the room is closed to new places)."""
     req = ex.req
     wall = room.wall()
     view = room.view(place, wall)
     extra = room.place_headers(to_sign, wall, found.header_mode) if to_sign is not None else []
-    doc = view_doc(room.name, room.controller.state(wall), view)
+    doc = view_json(room.name, room.controller.state(wall), view, _returns(room, place, view, wall))
     html_ok = req.meta.accept_html and req.method in _PAGE_METHODS and not found.header_mode
     body = None
     if html_ok:
         rid = (req.meta.request_id or b"").decode("latin-1")
         body = room.page.render(page_values(room.name, view, rid))
-    ex.outcome = "queued" if view.status != ADMITTED else "admitted_wait"
+    ex.outcome = "queued"
+    ex.gen.admission.record(rule, "queued")
     status = 200 if html_ok else room.api_status
     ex.answer(queue_answer(status, doc, body, extra, _closes(ex), _head(ex)), status)
 
@@ -215,13 +187,16 @@ def _queue(
 def poll(ex: Exchange, target: str) -> None:
     """``GET /__guard/queue?room=NAME``: where a place stands. Renews a queued place's
     ``seen``; an admitted place turns into its pass here (never renewed after that)."""
-    ex.outcome = "queue_poll"
+    adm = ex.gen.admission
     rooms = ex.gen.rooms
-    room = rooms.by_name.get(_query_room(target)) if rooms is not None else None
-    if room is None:
-        return ex.answer(poll_error(404, "unknown_room", _closes(ex)), 404)
-    if ex.req.method not in _PAGE_METHODS:
+    room = rooms.by_name.get(_query(target, "room")) if rooms is not None else None
+    if room is None or ex.req.method not in _PAGE_METHODS:
+        adm.record(adm.default_rule, "bad_request")
+        if room is None:
+            return ex.answer(poll_error(404, "unknown_room", _closes(ex)), 404)
         return ex.answer(poll_error(405, "method_not_allowed", _closes(ex)), 405)
+    ex.outcome = "queue_poll"
+    adm.record(adm.default_rule, "queue_poll")
     wall = room.wall()
     found = presented(room, ex.req.headers, ex.req.meta)
     extra: list[Header] = []
@@ -246,7 +221,10 @@ def poll(ex: Exchange, target: str) -> None:
                 extra = room.place_headers(place, wall, found.header_mode)
         if place is not None:
             view, extra = _poll_place(room, place, wall, found, extra)
-    doc = view_doc(room.name, room.controller.state(wall), view)
+            if view.status == QUEUED and _query(target, "return") == "1":
+                place, extra = _return(room, place, view, wall, found, extra)
+    returns = _returns(room, place, view, wall)
+    doc = view_json(room.name, room.controller.state(wall), view, returns)
     ex.answer(queue_answer(200, doc, None, extra, _closes(ex), _head(ex)), 200)
 
 
@@ -266,11 +244,31 @@ def _poll_place(
     return room.view(place, wall), extra
 
 
-def _query_room(target: str) -> str:
+def _return(
+    room: Room, place: Place, view: PlaceView, wall: float, found: Presented, extra: list[Header]
+) -> tuple[Place, list[Header]]:
+    """``&return=1``: the place re-signed to be held until after its ETA (the shopper may
+    close the tab); nothing changes for a short wait."""
+    held = room.controller.return_offer(place, view, wall, room.return_after, room.place_hold)
+    if held is None:
+        return place, extra
+    room.count("returns")
+    return held, room.place_headers(held, wall, found.header_mode)
+
+
+def _returns(room: Room, place: Place | None, view: PlaceView, wall: float) -> Returns:
+    """What the page and the JSON say about coming back later."""
+    if place is None or view.status != QUEUED:
+        return Returns(False, 0.0)
+    offered = view.eta_known and view.eta_seconds > room.return_after
+    return Returns(offered, float(place.return_at))
+
+
+def _query(target: str, name: str) -> str:
     _, _, query = target.partition("?")
     for pair in query.split("&"):
         key, _, value = pair.partition("=")
-        if key == "room":
+        if key == name:
             return value
     return ""
 

@@ -15,17 +15,16 @@ from typing import Final
 
 from guard.core.admission import Admission
 from guard.core.clock import Clock
-from guard.core.room_control import RoomController
+from guard.core.room_control import MIN_KNOWN_SPEED, RoomController
 from guard.core.room_params import PlaceView
 from guard.core.room_passes import PassInFlight, PassLease
+from guard.core.room_schedule import QUEUEING
 from guard.core.room_store import CLOSED
 from guard.core.room_token import KeyRing, Pass, Place, RoomTokens
 from guard.core.rules import CompiledRule
 from guard.proxy.headers import Header
 from guard.proxy.room_pages import PRIVATE, QueuePage, cookie
 
-SOLD_OUT_HEADER: Final = b"x-guard-room"
-SOLD_OUT_VALUE: Final = b"sold-out"
 MAX_SKEW: Final = 30.0
 PASS_RENEW: Final = 60.0
 """A pass's ``seen`` is re-signed at most this often (Set-Cookie is rare on the way back)."""
@@ -37,7 +36,7 @@ class Room:
     __slots__ = (
         "api_status", "controller", "cookie_secure", "counts", "dry_run", "epoch", "event",
         "keys", "name", "page", "pass_cookie", "pass_idle", "passes", "place_cookie",
-        "place_hold", "rejected", "sold_out_header", "tokens", "wall",
+        "place_hold", "rejected", "return_after", "sold_out_header", "tokens", "wall",
     )  # fmt: skip
 
     def __init__(self, name: str, controller: RoomController, keys: KeyRing, wall: Clock) -> None:
@@ -58,13 +57,14 @@ class Room:
         self.cookie_secure = False
         self.sold_out_header = False
         self.dry_run = False
+        self.return_after = 600.0
         self.counts: dict[str, int] = {}
         self.rejected: dict[str, int] = {}  # "place:bad_mac" -> count
 
     def configure(
         self, *, event: str, keys: KeyRing, page: QueuePage, pass_idle: float,
         pass_max_in_flight: int, api_status: int, cookie_secure: bool,
-        sold_out_header: bool, dry_run: bool,
+        sold_out_header: bool, dry_run: bool, return_after: float = 600.0,
     ) -> None:  # fmt: skip
         """A generation's settings (the controller's own are retuned by the runtime)."""
         self.event, self.keys, self.page = event, keys, page
@@ -75,6 +75,7 @@ class Room:
         self.cookie_secure = cookie_secure
         self.sold_out_header = sold_out_header
         self.dry_run = dry_run
+        self.return_after = return_after
         self._new_tokens()
 
     def _new_tokens(self) -> None:
@@ -135,15 +136,22 @@ class Room:
             self.count("header_ignored")
 
     def as_view(self, wall: float) -> dict[str, object]:
-        """For /status and metrics (a later branch): plain numbers, read at once."""
+        """For /status and the guard_room_* metrics: plain numbers, read at once."""
         c = self.controller
         store = c.store
+        state = c.state(wall)
+        waiting = c.waiting()
+        known = state == QUEUEING and c.speed >= MIN_KNOWN_SPEED
+        counts = self.counts
         return {
-            "name": self.name, "state": c.state(wall), "issued": store.issued(),
-            "watermark": store.watermark(), "waiting": c.waiting(),
-            "waiting_estimated": c.waiting_estimated(), "speed": c.speed, "brake": c.brake,
-            "alive": c.claims.alive, "epoch": store.epoch(), "passes_in_flight": len(self.passes),
-            "counts": dict(self.counts), "rejected": dict(self.rejected),
+            "name": self.name, "state": state, "issued": store.issued(),
+            "watermark": store.watermark(), "waiting": waiting,
+            "waiting_estimated": c.waiting_estimated(), "admit_rate": c.speed,
+            "eta_seconds": waiting / c.speed if known and waiting else (0.0 if known else None),
+            "admitted": counts.get("direct", 0) + counts.get("converted", 0),
+            "brake": c.brake, "alive": c.claims.alive, "epoch": store.epoch(),
+            "passes_in_flight": len(self.passes), "dry_run": self.dry_run,
+            "counts": dict(counts), "rejected": dict(self.rejected),
         }  # fmt: skip
 
 
@@ -161,29 +169,21 @@ class Passage:
         if self.lease is not None:
             self.lease.release()
 
-    def response_block(self, block: bytes) -> bytes:
-        """The backend's header lines with the sold-out header taken off (acted on when
-        enabled) and, if guard sets a cookie, Cache-Control replaced by private, no-store:
-        a CDN must never hand one shopper's pass to everyone."""
+    def response_block(self, block: bytes, sold_out: bool) -> bytes:
+        """The backend's header lines (X-Guard-Room already taken off by the parser) and,
+        if guard sets a cookie, Cache-Control replaced by private, no-store: a CDN must
+        never hand one shopper's pass to everyone. A sold-out answer is acted on here."""
+        if sold_out:
+            self.room.sold_out()
         headers = self.headers
-        if not headers and block.lower().find(SOLD_OUT_HEADER) < 0:
+        if not headers:
             return block
         out: list[bytes] = []
         for line in block.split(b"\r\n"):
-            if not line:
-                continue
-            name, _, value = line.partition(b":")
-            lname = name.strip().lower()
-            if lname == SOLD_OUT_HEADER:
-                if value.strip().lower() == SOLD_OUT_VALUE:
-                    self.room.sold_out()
-                continue
-            if headers and lname == b"cache-control":
-                continue
-            out.append(line + b"\r\n")
-        if headers:
-            for name, value in (PRIVATE, *headers):
-                out.append(name + b": " + value + b"\r\n")
+            if line and line.partition(b":")[0].strip().lower() != b"cache-control":
+                out.append(line + b"\r\n")
+        for name, value in (PRIVATE, *headers):
+            out.append(name + b": " + value + b"\r\n")
         return b"".join(out)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 import httptools
 
 from guard.core.clock import Clock
-from guard.proxy.headers import FramingError, Header, response_kept
+from guard.proxy.headers import FramingError, Header, response_parts
 
 if TYPE_CHECKING:
     # The listener is the forwarding side of one exchange (upstream_head, upstream_body,
@@ -58,7 +58,7 @@ class RequestBodySource(Protocol):
 
 
 class ResponseHead:
-    __slots__ = ("block", "chunked", "content_length", "keep_alive", "status")
+    __slots__ = ("block", "chunked", "content_length", "keep_alive", "sold_out", "status")
 
     def __init__(self, status: int, keep_alive: bool) -> None:
         self.status = status
@@ -66,6 +66,7 @@ class ResponseHead:
         self.keep_alive = keep_alive
         self.content_length: int | None = None
         self.chunked = False
+        self.sold_out = False  # "X-Guard-Room: sold-out" (stripped from block)
 
 
 class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
@@ -183,7 +184,9 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
             return
         head = ResponseHead(status, self.parser.should_keep_alive())
         try:
-            head.block, head.content_length, head.chunked = response_kept(self.headers)
+            head.block, head.content_length, head.chunked, head.sold_out = response_parts(
+                self.headers
+            )
         except FramingError:
             raise httptools.HttpParserError("transfer coding other than chunked") from None
         self.head = head

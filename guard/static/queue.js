@@ -16,9 +16,40 @@
   }
   function clock(iso) { return iso ? iso.slice(11, 16) : "?"; }
 
+  function each(cls, value) {
+    Array.prototype.forEach.call(document.getElementsByClassName(cls), function (el) { el.textContent = value; });
+  }
+  // The DOM carries the state as data-* attributes too (tests and the shop's own styling).
+  function mark(doc) {
+    card.setAttribute("data-status", doc.status);
+    card.setAttribute("data-position", String(doc.position));
+  }
+  function held(doc) {
+    if (!doc.return_at) { return; }
+    each("held-until", clock(doc.return_at));
+    show("returned");
+    var offer = document.getElementById("return");
+    if (offer) { offer.hidden = true; }
+  }
+  var link = document.getElementById("return-link");
+  if (link) {
+    link.addEventListener("click", function (ev) {
+      ev.preventDefault();
+      fetch(link.getAttribute("href"), {
+        credentials: "same-origin", cache: "no-store", headers: { "Accept": "application/json" }
+      }).then(function (r) { return r.json(); }).then(held);
+    });
+  }
+
   function apply(doc) {
+    mark(doc);
     if (doc.status === "admitted") { location.reload(); return false; }
     if (doc.status === "closed" || doc.status === "ended") { show("closed"); return false; }
+    if (doc.return_offered && !doc.return_at) {
+      each("return-at", clock(doc.admit_at));
+      show("return");
+    }
+    held(doc);
     text(["position", "position-en"], String(doc.position));
     var eta = doc.eta_seconds == null ? "?" : String(Math.max(1, Math.ceil(doc.eta_seconds / 60)));
     text(["eta", "eta-en"], eta);

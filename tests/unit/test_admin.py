@@ -60,6 +60,12 @@ class FakeRuntime:
     next_ok: bool = True
     reload_calls: int = 0
 
+    def room_views(self) -> list[dict[str, Any]]:
+        return []
+
+    def room_command(self, name: str, action: str) -> str | None:
+        return None
+
     async def reload(self) -> ReloadResult:
         self.reload_calls += 1
         if not self.next_ok:

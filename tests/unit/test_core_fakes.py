@@ -57,6 +57,7 @@ class FakeRule:
     bypass: bool = False
     block: bool = False
     reserve: int = 0
+    dry_run: bool = False
 
     @property
     def effective_burst(self) -> int:
