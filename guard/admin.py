@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from guard.core import Snapshot
+from guard.live_routes import add_live_routes
 from guard.metrics import make_registry, render
 from guard.reload import ReloadResult
 
@@ -152,4 +153,5 @@ def make_admin_app(runtime: RuntimeLike, *, process_metrics: bool = True) -> web
     app.router.add_get("/status", h.status)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_post("/reload", h.reload)
+    add_live_routes(app, runtime, h.registry)  # /live, its stream and frames (docs/LIVE.md)
     return app

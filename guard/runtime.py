@@ -16,8 +16,10 @@ from typing import Any, Final
 from guard.config import ConfigError, LoadedConfig, load_config, problems_as_json
 from guard.core.admission import Admission
 from guard.core.clock import Clocks
+from guard.core.live import LiveRecorder
 from guard.core.state import MemoryState
 from guard.health import ProbeTarget, probe_forever
+from guard.live import LiveView
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.client import ClientConnection
 from guard.proxy.connection import ConnectionLimits
@@ -46,6 +48,7 @@ class Runtime:
         self._listener: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        self.live_view: LiveView | None = None
 
     # -- generations ------------------------------------------------------------------
     def _build(
@@ -142,6 +145,9 @@ class Runtime:
             backlog=2048,
         )
         self._tasks.append(loop.create_task(self._housekeeping()))
+        # Always built (idle while live.enabled is false), so a reload can turn it on.
+        self.live_view = LiveView(self, self.clocks.monotonic, self.clocks.wall)
+        self.live_view.start()
         for backend in cfg.backends:
             if backend.health is not None:
                 self._tasks.append(loop.create_task(self._health_loop(backend.name)))
@@ -152,6 +158,10 @@ class Runtime:
         listener: Any = self._listener
         assert listener is not None
         return int(listener.sockets[0].getsockname()[1])
+
+    def live_sources(self) -> tuple[LiveRecorder, set[Any]] | None:
+        """What the live view reads each tick: the per-tick counts and the exchanges."""
+        return None if self.server is None else (self.server.live, self.server.exchanges)
 
     async def _housekeeping(self) -> None:
         """Deadline sweeps and access-log flushes: cheap work on a coarse tick."""
@@ -208,6 +218,8 @@ class Runtime:
             conn.abort()
         for task in self._tasks:
             task.cancel()
+        if self.live_view is not None:
+            await self.live_view.stop()
         for pool in self.gen.pools.values():
             pool.close()
         self.gen.access_log.close()

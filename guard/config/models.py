@@ -34,6 +34,7 @@ from guard.config.errors import (
     raw_duplicate_problems,
     translate,
 )
+from guard.config.live import Live
 from guard.config.reader import read_yaml
 from guard.config.sections import (
     MODEL,
@@ -69,6 +70,7 @@ class Config(BaseModel):
     limits: Limits = Limits()
     client_max_size: Size = 100 << 20
     access_log: AccessLog = AccessLog()
+    live: Live = Live()
     backends: tuple[Backend, ...] = Field(min_length=1)
     rules: tuple[Rule, ...] = ()
 

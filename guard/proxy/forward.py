@@ -296,6 +296,10 @@ class Exchange:
         conn.streaming = None
         self.up = None  # it may be back in the pool now, carrying someone else's request
         meta, req = self.req.meta, self.req
+        conn.server.live.finished(
+            self.rule, self.backend, self.outcome, self.status, now - self.started,
+            req.method, self.path, meta.client,
+        )  # fmt: skip
         gen.access_log.log(
             meta.client,
             req.method.decode("latin-1"),
