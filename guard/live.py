@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from guard.config.live import Live
@@ -65,9 +65,10 @@ def _encode(doc: Mapping[str, Any]) -> bytes:
 class Viewer:
     """One stream: a bounded queue of encoded events, and whether it was dropped."""
 
-    __slots__ = ("dropped", "queue")
+    __slots__ = ("dropped", "gone", "queue")
 
-    def __init__(self) -> None:
+    def __init__(self, gone: Callable[[], bool] = lambda: False) -> None:
+        self.gone = gone  # the client closed its connection (seen before our next write)
         # (seq, event); seq None for a hello, which is never a duplicate of anything
         self.queue: asyncio.Queue[tuple[int | None, bytes]] = asyncio.Queue(_QUEUE)
         self.dropped = False
@@ -224,12 +225,17 @@ class LiveView:
             viewer.offer(None, self.hello_event)
 
     # -- viewers --------------------------------------------------------------------------
-    def attach(self, after: int | None) -> tuple[Viewer, list[tuple[int, bytes]]] | None:
+    def attach(
+        self, after: int | None, gone: Callable[[], bool]
+    ) -> tuple[Viewer, list[tuple[int, bytes]]] | None:
         """A new viewer and the events it missed (after ``after``, else the whole ring),
         taken in one step so nothing is lost or sent twice; None beyond max_viewers."""
+        for old in [v for v in self.viewers if v.gone()]:
+            old.dropped = True  # its handler ends at its next wake-up
+            self.viewers.discard(old)
         if len(self.viewers) >= self.settings.max_viewers:
             return None
-        viewer = Viewer()
+        viewer = Viewer(gone)
         self.viewers.add(viewer)
         start = -1 if after is None else after
         return viewer, [(seq, event) for seq, _, event in self.ring if seq > start]

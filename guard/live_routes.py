@@ -40,6 +40,7 @@ _TYPES = {
 }
 _RETRY_MS = 2000
 _PING_SECONDS = 15.0
+_WAKE_SECONDS = 1.0  # a stream whose client left is noticed within this, even when idle
 _MAX_LIMIT = 3600
 
 
@@ -101,7 +102,10 @@ def add_live_routes(app: web.Application, runtime: Any, registry: CollectorRegis
 
     app.router.add_get("/live", page)
     app.router.add_get("/live/static/{name}", asset)
-    app.router.add_get("/live/stream", lambda request: _stream(request, view()))
+    async def stream(request: web.Request) -> web.StreamResponse:
+        return await _stream(request, view())
+
+    app.router.add_get("/live/stream", stream)
     app.router.add_get("/live/frames", frames)
 
 
@@ -128,7 +132,11 @@ def _last_event_id(request: web.Request) -> int | None:
 
 
 async def _stream(request: web.Request, live: LiveView) -> web.StreamResponse:
-    attached = live.attach(_last_event_id(request))
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    attached = live.attach(_last_event_id(request), gone)
     if attached is None:
         raise web.HTTPServiceUnavailable(
             text="too many live viewers", headers={**SECURITY_HEADERS, "Retry-After": "5"}
@@ -148,12 +156,17 @@ async def _stream(request: web.Request, live: LiveView) -> web.StreamResponse:
         last = missed[-1][0] if missed else 0
         for _, event in missed:
             await resp.write(event)
-        while not viewer.dropped:
+        idle = 0.0
+        while not viewer.dropped and not gone():
             try:
-                seq, event = await asyncio.wait_for(viewer.queue.get(), _PING_SECONDS)
+                seq, event = await asyncio.wait_for(viewer.queue.get(), _WAKE_SECONDS)
             except TimeoutError:
-                await resp.write(b": ping\n\n")
+                idle += _WAKE_SECONDS
+                if idle >= _PING_SECONDS:
+                    idle = 0.0
+                    await resp.write(b": ping\n\n")
                 continue
+            idle = 0.0
             if seq is not None and seq <= last:
                 continue  # already sent from the ring
             await resp.write(event)
