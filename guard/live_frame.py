@@ -143,7 +143,8 @@ def tick_frame(
     show_paths: bool,
 ) -> dict[str, Any]:
     """One tick: active counts now, what completed and was refused during the tick."""
-    site_cells = _sum_cells(counts.rules.values())
+    by_rule, by_backend = counts.by_rule(), counts.by_backend()
+    site_cells = _sum_cells(by_rule.values())
     prev_out = {r.name: r.outcomes for r in prev.rules} if prev else {}
     prev_err = {(e.backend, e.kind): e.count for e in prev.upstream_errors} if prev else {}
     errors: dict[str, dict[str, int]] = {}
@@ -153,13 +154,13 @@ def tick_frame(
             errors.setdefault(e.backend, {})[e.kind] = diff
     rules = []
     for r in snap.rules:
-        cells = counts.rules.get(r.name)
+        cells = by_rule.get(r.name)
         before = prev_out.get(r.name, {})
         out = {k: v - before.get(k, 0) for k, v in r.outcomes.items() if v - before.get(k, 0)}
         rules.append(_scope(r.name, r.active, r.max_active, scan.rules, cells) | {"out": out})
     backends = []
     for b in snap.backends:
-        cells = counts.backends.get(b.name)
+        cells = by_backend.get(b.name)
         doc = _scope(b.name, b.active, b.max_active, scan.backends, cells)
         doc |= {"up": b.up, "draining": b.draining, "err": errors.get(b.name, {})}
         backends.append(doc)

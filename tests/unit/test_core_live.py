@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from guard.core.live import BUCKET_UPPER_US, BUCKETS, SLOWEST, LiveRecorder, bucket_index
+from guard.core.live import (
+    BUCKET_UPPER_US,
+    BUCKETS,
+    SLOWEST,
+    LiveRecorder,
+    _exact_index,
+    bucket_index,
+)
 from guard.core.live_hll import HyperLogLog, key_hash
 
 
@@ -36,6 +43,11 @@ def test_bucket_index_edges(us: int, index: int) -> None:
     assert bucket_index(us) == index
 
 
+def test_the_lookup_table_agrees_with_the_exact_index() -> None:
+    for us in [*range(0, 70_000, 13), *range(0, (1 << 26) + 5000, 4099), (1 << 26) - 1]:
+        assert bucket_index(us) == _exact_index(us), us
+
+
 def test_every_duration_lies_below_its_bucket_upper_edge_and_above_the_previous() -> None:
     assert len(BUCKET_UPPER_US) == BUCKETS
     for us in [*range(0, 5000, 7), *range(5000, 1 << 27, 99_991)]:
@@ -53,11 +65,11 @@ def test_counts_land_per_rule_and_backend_and_errors_separately() -> None:
     finish(rec, 1.5, rule="checkout", backend="was-2")
     counts = rec.tick()
     b = bucket_index(300_000)
-    assert counts.rules["event"].hits[b] == 2
-    assert counts.rules["event"].errors[b] == 1
-    assert counts.backends["was-1"].hits[b] == 2
-    assert counts.rules["checkout"].hits[bucket_index(1_500_000)] == 1
-    assert counts.backends["was-2"].total() == 1
+    assert counts.by_rule()["event"].hits[b] == 2
+    assert counts.by_rule()["event"].errors[b] == 1
+    assert counts.by_backend()["was-1"].hits[b] == 2
+    assert counts.by_rule()["checkout"].hits[bucket_index(1_500_000)] == 1
+    assert counts.by_backend()["was-2"].total() == 1
 
 
 def test_refusals_feed_the_distinct_client_sketch_not_the_cells() -> None:
@@ -68,24 +80,24 @@ def test_refusals_feed_the_distinct_client_sketch_not_the_cells() -> None:
     rec.finished("event", None, "bad_request", 400, 0.0, b"GET", "/p", "10.0.0.7")
     counts = rec.tick()
     assert round(counts.refused.estimate()) == 2
-    assert counts.rules == {}
+    assert counts.pairs == {}
 
 
 def test_tick_swaps_in_zeroed_cells_and_reuses_them() -> None:
     rec = LiveRecorder()
     finish(rec, 0.01)
     first = rec.tick()
-    cells = first.rules["event"]
+    cells = first.pairs["event"]["was-1"]
     assert cells.total() == 1
     rec.recycle(first)
     finish(rec, 0.02)  # lands in the spare, not in what the ticker is reading
     assert cells.total() == 0
     second = rec.tick()
-    assert second.rules["event"].total() == 1
+    assert second.by_rule()["event"].total() == 1
     rec.recycle(second)
     third = rec.tick()
     assert third is first  # the same objects go round: no allocation per tick
-    assert third.rules["event"] is cells and cells.total() == 0
+    assert third.pairs["event"]["was-1"] is cells and cells.total() == 0
 
 
 def test_tick_without_recycle_still_starts_from_zero() -> None:
@@ -93,7 +105,7 @@ def test_tick_without_recycle_still_starts_from_zero() -> None:
     finish(rec, 0.01)
     rec.tick()
     finish(rec, 0.01)
-    assert rec.tick().rules["event"].total() == 1
+    assert rec.tick().by_rule()["event"].total() == 1
 
 
 def test_the_slowest_sixteen_of_a_tick_slowest_first() -> None:
@@ -119,7 +131,7 @@ def test_forget_drops_names_a_reload_removed() -> None:
     rec.forget({"event"}, {"was-1"})
     finish(rec, 0.1)
     counts = rec.tick()
-    assert set(counts.rules) == {"event"} and set(counts.backends) == {"was-1"}
+    assert set(counts.by_rule()) == {"event"} and set(counts.by_backend()) == {"was-1"}
 
 
 def test_hll_error_within_bounds_on_100k_distinct() -> None:

@@ -251,7 +251,7 @@
     if (typeof uPlot === "undefined") return null;
     var o = Object.assign({
       width: chartWidth(id), height: 200, series: [{}].concat(series),
-      scales: { x: { time: true } }, legend: { show: true }, cursor: { show: false },
+      scales: { x: { time: true } }, legend: { show: true, live: false }, cursor: { show: false },
     }, opts || {});
     return new uPlot(o, [[]].concat(series.map(function () { return []; })), $(id));
   }
@@ -304,7 +304,11 @@
       width: chartWidth("chart-hitmap"), height: 300,
       series: [{}, { label: "completions", stroke: "transparent", points: { show: false } }],
       scales: { x: { time: true }, y: { distr: 3, range: [0.001, 80] } },
-      axes: [{}, { values: function (u, vals) { return vals.map(fmtSeconds); } }],
+      axes: [{}, {
+        size: 64,
+        splits: function () { return [0.001, 0.01, 0.1, 1, 10, 60]; },
+        values: function (u, vals) { return vals.map(fmtSeconds); },
+      }],
       legend: { show: false }, cursor: { show: false },
       hooks: { draw: [drawHitmap] },
     }, [[], []], $("chart-hitmap"));
