@@ -102,6 +102,7 @@ def add_live_routes(app: web.Application, runtime: Any, registry: CollectorRegis
 
     app.router.add_get("/live", page)
     app.router.add_get("/live/static/{name}", asset)
+
     async def stream(request: web.Request) -> web.StreamResponse:
         return await _stream(request, view())
 

@@ -145,9 +145,7 @@ async def test_distinct_refused_clients_estimate(
     await poll_async(estimated, 5.0, "guard_refused_clients_estimate{window=1m} is not ~40")
     doc = await frames(guard)
     assert max(f["refused_clients"]["1m"] for f in doc["frames"]) in range(38, 43)
-    assert sum(
-        r["out"].get("over_capacity", 0) for f in doc["frames"] for r in f["rules"]
-    ) == 120
+    assert sum(r["out"].get("over_capacity", 0) for f in doc["frames"] for r in f["rules"]) == 120
 
 
 def _gauge(text: str, window: str) -> float:

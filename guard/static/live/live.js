@@ -306,7 +306,7 @@
       scales: { x: { time: true }, y: { distr: 3, range: [0.001, 80] } },
       axes: [{}, {
         size: 64,
-        splits: function () { return [0.001, 0.01, 0.1, 1, 10, 60]; },
+        splits: function () { return [0.001, 0.01, 0.1, 1, 10]; },
         values: function (u, vals) { return vals.map(fmtSeconds); },
       }],
       legend: { show: false }, cursor: { show: false },
