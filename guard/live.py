@@ -99,7 +99,8 @@ class LiveView:
         self._up: dict[str, bool] = {}
         self._last = clock()
         self._window: deque[tuple[float, HyperLogLog]] = deque(maxlen=_WINDOW_SLOTS)
-        self.refused = {"tick": 0.0, "1m": 0.0}
+        self._past = HyperLogLog()  # the union of the window's closed slots
+        self.refused: dict[str, float] = {"tick": 0, "1m": 0}
         self._task: asyncio.Task[None] | None = None
         self._events_sent = 0
 
@@ -185,13 +186,22 @@ class LiveView:
             viewer.offer(self.seq, event)
 
     def _count_refused(self, tick_sketch: HyperLogLog, wall: float) -> dict[str, float]:
+        """Distinct refused clients in this tick and in the last minute (six 10 s slots:
+        the closed ones are merged once per slot, the open one each tick)."""
         slot_start = wall - wall % _SLOT_SECONDS
-        if not self._window or self._window[-1][0] != slot_start:
+        rotated = not self._window or self._window[-1][0] != slot_start
+        if rotated:
+            self._past = HyperLogLog()
+            for _, sketch in list(self._window)[1:]:  # the oldest falls out of the window
+                self._past.merge(sketch)
             self._window.append((slot_start, HyperLogLog()))
-        self._window[-1][1].merge(tick_sketch)
-        minute = HyperLogLog()
-        for _, sketch in self._window:
-            minute.merge(sketch)
+        elif tick_sketch.empty():
+            self.refused = {"tick": 0, "1m": self.refused["1m"]}
+            return dict(self.refused)
+        current = self._window[-1][1]
+        current.merge(tick_sketch)
+        minute = HyperLogLog(bytes(self._past.registers))
+        minute.merge(current)
         self.refused = {"tick": round(tick_sketch.estimate()), "1m": round(minute.estimate())}
         return dict(self.refused)
 
