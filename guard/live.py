@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -127,22 +128,23 @@ class LiveView:
 
     async def _run(self) -> None:
         while True:
-            tick = self.settings.tick
-            await asyncio.sleep(tick - (self.wall() % tick))  # ticks on the wall's grid
+            grid = await _next_tick(self.settings.tick, self.wall)
             if not self.settings.enabled:
                 continue
             try:
-                self.step()
+                self.step(grid)
             except Exception:  # a bug here must never stop the ticker or touch the proxy
                 log.exception("live view tick failed")
 
-    def step(self) -> None:
-        """One tick: refresh hello if the config changed, then build and send a frame."""
+    def step(self, grid: float | None = None) -> None:
+        """One tick: refresh hello if the config changed, then build and send a frame.
+        ``grid``: the tick's time on the wall clock's grid (frames of ``workers: N`` with
+        the same ``t`` belong together); None: now."""
         sources = self.runtime.live_sources()
         if sources is None:
             return
         recorder, exchanges = sources
-        now, wall = self.clock(), self.wall()
+        now, wall = self.clock(), self.wall() if grid is None else grid
         settings = self.settings
         if self.ring.maxlen != settings.frames_kept:
             self.ring = deque(self.ring, maxlen=settings.frames_kept)
@@ -254,9 +256,23 @@ class LiveView:
         self.viewers.discard(viewer)
 
     def frames(self, since: int, limit: int) -> bytes:
-        """``{"hello": ..., "frames": [...]}`` for frames numbered above ``since``."""
+        """``{"hello": ..., "seq": last, "frames": [...]}`` for frames numbered above
+        ``since``."""
         picked = [data for seq, data, _ in self.ring if seq > since][-limit:] if limit else []
-        return b'{"hello":' + self.hello + b',"frames":[' + b",".join(picked) + b"]}"
+        head = b'{"hello":' + self.hello + b',"seq":%d,"frames":[' % self.seq
+        return head + b",".join(picked) + b"]}"
+
+
+async def _next_tick(tick: float, wall: Callable[[], float]) -> float:
+    """Sleep until the next multiple of ``tick`` on the wall clock and return it (timers may
+    fire a little early: the wait is repeated until the grid time has really come)."""
+    target = (math.floor(wall() / tick) + 1) * tick
+    for _ in range(100):  # bounded: a wall clock set back is not waited out
+        left = target - wall()
+        if left <= 0:
+            break
+        await asyncio.sleep(left)
+    return round(target, 6)
 
 
 def _in_flight(exchanges: set[Any]) -> list[InFlight]:

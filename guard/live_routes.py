@@ -58,7 +58,7 @@ class _Static:
                 self.files[entry.name] = (body, _TYPES[suffix], etag)
 
 
-def add_live_routes(app: web.Application, runtime: Any, registry: CollectorRegistry) -> None:
+def add_live_routes(app: web.Application, runtime: Any, registry: CollectorRegistry | None) -> None:
     """Mount the live view on the admin app and its gauges on ``registry``;
     ``runtime.live_view`` is read per request (None, or ``live.enabled: false``: 404)."""
     static = _Static()
@@ -67,7 +67,8 @@ def add_live_routes(app: web.Application, runtime: Any, registry: CollectorRegis
         live: LiveView | None = getattr(runtime, "live_view", None)
         return None if live is None else live.refused
 
-    registry.register(LiveCollector(refused))
+    if registry is not None:  # the supervisor of `workers: N` merges the workers' metrics
+        registry.register(LiveCollector(refused))
 
     def view() -> LiveView:
         live: LiveView | None = getattr(runtime, "live_view", None)

@@ -30,6 +30,11 @@ def admitted(doc: dict[str, Any], rule: str) -> int:
     )
 
 
+def hits(doc: dict[str, Any], rule: str) -> int:
+    cells = [c for f in doc["frames"] for r in f["rules"] if r["name"] == rule for c in r["hit"]]
+    return sum(c[1] for c in cells)
+
+
 async def read_events(resp: aiohttp.ClientResponse, ticks: int) -> list[tuple[str, str | None]]:
     """(event, id) pairs until `ticks` tick events arrived."""
     out: list[tuple[str, str | None]] = []
@@ -59,7 +64,8 @@ async def test_frames_count_every_admitted_request_in_its_latency_bucket(
                 assert r.status == 200
 
     async def counted() -> bool:
-        return admitted(await frames(guard), "event") == 6
+        doc = await frames(guard)
+        return admitted(doc, "event") == 6 and hits(doc, "event") == 6
 
     await poll_async(counted, 5.0, "the frames never counted the 6 admitted requests")
     doc = await frames(guard)
