@@ -28,6 +28,7 @@ from aiohttp import web
 
 from guard.admin_access import AdminAccess, access_middleware
 from guard.core import Snapshot
+from guard.live_routes import add_live_routes
 from guard.metrics import make_registry, render
 from guard.reload import ReloadResult
 
@@ -204,4 +205,5 @@ def make_admin_app(
     app.router.add_post("/reload", h.reload)
     app.router.add_get("/rooms", h.rooms)
     app.router.add_post("/rooms/{name}/{action}", h.room_command)
+    add_live_routes(app, runtime, h.registry)  # /live, its stream and frames (docs/LIVE.md)
     return app

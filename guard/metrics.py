@@ -36,6 +36,7 @@ __all__ = [
     "RELOAD_RESULTS",
     "UPSTREAM_ERROR_KINDS",
     "GuardCollector",
+    "LiveCollector",
     "make_registry",
     "render",
 ]
@@ -127,6 +128,24 @@ class GuardCollector(Collector):
             *_ceilings(snap),
             *_rooms(self._rooms()),
         )
+
+
+class LiveCollector(Collector):
+    """The live view's gauges, read from its last tick (at most one tick stale)."""
+
+    def __init__(self, refused: Callable[[], Mapping[str, float] | None]) -> None:
+        self._refused = refused
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "guard_refused_clients_estimate",
+            "Distinct clients refused (over_capacity, over_rate) in the window, estimated"
+            " with a HyperLogLog (1.6 % standard error); window: tick or 1m.",
+            labels=["window"],
+        )
+        for window, value in (self._refused() or {}).items():
+            family.add_metric([window], value)
+        return [family]
 
 
 def _families() -> tuple[

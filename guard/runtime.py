@@ -20,8 +20,10 @@ from guard.config import ConfigError, LoadedConfig, load_config, problems_as_jso
 from guard.core.admission import Admission
 from guard.core.clock import Clocks
 from guard.core.events import EventLog
+from guard.core.live import LiveRecorder
 from guard.core.state import MemoryState, State
 from guard.health import HealthChecks, ProbeTarget
+from guard.live import LiveView
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.client import ClientConnection
 from guard.proxy.connection import ConnectionLimits
@@ -60,6 +62,7 @@ class Runtime:
         self._listener: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        self.live_view: LiveView | None = None
 
     # -- generations ------------------------------------------------------------------
     def _build(
@@ -173,6 +176,9 @@ class Runtime:
         self._tasks.append(loop.create_task(self._housekeeping()))
         self._tasks.append(loop.create_task(self._room_ticker()))
         self._follow_health(self.loaded)
+        # Always built (idle while live.enabled is false), so a reload can turn it on.
+        self.live_view = LiveView(self, self.clocks.monotonic, self.clocks.wall)
+        self.live_view.start()
 
     @property
     def bound_port(self) -> int:
@@ -180,6 +186,10 @@ class Runtime:
         listener: Any = self._listener
         assert listener is not None
         return int(listener.sockets[0].getsockname()[1])
+
+    def live_sources(self) -> tuple[LiveRecorder, set[Any]] | None:
+        """What the live view reads each tick: the per-tick counts and the exchanges."""
+        return None if self.server is None else (self.server.live, self.server.exchanges)
 
     async def _housekeeping(self) -> None:
         """Deadline sweeps and access-log flushes: cheap work on a coarse tick."""
@@ -267,6 +277,8 @@ class Runtime:
             conn.abort()
         for task in self._tasks:
             task.cancel()
+        if self.live_view is not None:
+            await self.live_view.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # gives the leases back at once (nothing is in use)
         await self.health_checks.close()

@@ -28,6 +28,7 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from aiohttp import web
 from guard.admin_access import AdminAccess, access_middleware
 from guard.config import ConfigError, load_config, problems_as_json
 from guard.core.snapshot import Snapshot, merge
+from guard.live_fleet import FleetView
+from guard.live_routes import add_live_routes
 
 log = logging.getLogger("guard.workers")
 _RELOAD_RESULTS = ("success", "failure")
@@ -197,7 +200,7 @@ def _utilization(samples: dict[str, dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def admin_app(sup: Supervisor) -> web.Application:
+def admin_app(sup: Supervisor, fleet: FleetView | None = None) -> web.Application:
     @web.middleware
     async def unavailable(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
@@ -229,6 +232,8 @@ def admin_app(sup: Supervisor) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/reload", reload)
+    if fleet is not None:  # /live from the workers' frames (guard/live_fleet.py)
+        add_live_routes(app, fleet.holder, None)
     return app
 
 
@@ -239,17 +244,20 @@ async def supervise(path: Path, n: int) -> int:
         await sup.spawn(i)
     watchers = [asyncio.create_task(sup.keep_alive(i)) for i in range(n)]
     await sup.wait_ready()
-    runner = web.AppRunner(admin_app(sup), access_log=None)
+    loop = asyncio.get_running_loop()
+    fleet = FleetView(path, n, sup.ask, loop.time, time.time)
+    fleet.start()
+    runner = web.AppRunner(admin_app(sup, fleet), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, cfg.admin_listen.host, cfg.admin_listen.port).start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(sup.reload()))
     loop.add_signal_handler(signal.SIGUSR1, sup.signal_workers, signal.SIGUSR1)  # logrotate
     log.info("supervising %d workers on %s; admin on %s", n, cfg.listen, cfg.admin_listen)
     await stop.wait()
+    await fleet.stop()
     await sup.stop()
     for task in watchers:
         task.cancel()

@@ -44,6 +44,7 @@ from guard.config.errors import (
     raw_duplicate_problems,
     translate,
 )
+from guard.config.live import Live
 from guard.config.reader import read_yaml
 from guard.config.rooms import Room, check_rooms
 from guard.config.sections import (
@@ -113,6 +114,7 @@ class Config(BaseModel):
     client_max_size: Size = 100 << 20
     access_log: AccessLog = AccessLog()
     page: Page = Page()
+    live: Live = Live()
     backends: tuple[Backend, ...] = Field(min_length=1)
     rules: tuple[Rule, ...] = ()
     rooms: tuple[Room, ...] = ()

@@ -1,8 +1,10 @@
-"""A small bounded list of recent events (backend up/down, reloads, ...), in core.
+"""A bounded ring of recent operational events: reloads, backends up/down, room commands.
 
-Ops read it on /status and, later, the live page's "recent events": what changed, when and
-why. Bounded: a flapping backend can add events forever, the list keeps the newest only.
-Time is passed in (the wall clock, for display); nothing here reads a clock.
+The runtime records them (with the reason: "active probe: status 503"); `/status` readers,
+tests and the live page read them. Each event is numbered, so a reader (the live view's
+ticker) asks only for what it has not seen. Bounded: a flapping backend can add events
+forever, the ring keeps the newest. Time is passed in (wall clock, for display); nothing
+here reads a clock.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ DEFAULT_CAPACITY: Final = 256
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    seq: int  # 1, 2, ... in the order added
     time: float  # wall clock (time.time()), for display only
-    kind: str  # "backend_down", "backend_up", "reload", ...
-    subject: str  # what it is about: a backend's name, the config path
+    kind: str  # "backend_down", "backend_up", "reload", "room_close", ...
+    subject: str  # what it is about: a backend's name, the config path, a room
     detail: str  # why, in words: "active probe: status 503"
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "time": self.time,
+            "seq": self.seq,
+            "t": round(self.time, 3),
             "kind": self.kind,
             "subject": self.subject,
             "detail": self.detail,
@@ -35,18 +39,18 @@ class Event:
 class EventLog:
     """The newest ``capacity`` events, oldest first."""
 
-    __slots__ = ("_ring", "total")
+    __slots__ = ("_ring", "last_seq")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self._ring: deque[Event] = deque(maxlen=capacity)
-        self.total = 0  # events ever added: a reader can tell how many it missed
+        self.last_seq = 0  # events ever added: a reader can tell how many it missed
 
-    def add(self, time: float, kind: str, subject: str, detail: str) -> Event:
-        event = Event(time, kind, subject, detail)
+    def add(self, time: float, kind: str, subject: str, detail: str = "") -> Event:
+        self.last_seq += 1
+        event = Event(self.last_seq, time, kind, subject, detail)
         self._ring.append(event)
-        self.total += 1
         return event
 
-    def recent(self, limit: int | None = None) -> list[Event]:
-        events = list(self._ring)
-        return events if limit is None else events[max(0, len(events) - limit) :]
+    def recent(self, after: int = 0) -> list[Event]:
+        """The events numbered above ``after`` that the ring still holds, oldest first."""
+        return [e for e in self._ring if e.seq > after]

@@ -448,6 +448,11 @@ class Exchange:
         gen, conn = self.gen, self.conn
         conn.streaming = None
         meta, req = self.req.meta, self.req
+        took = gen.clock() - self.started
+        conn.server.live.finished(
+            self.rule, self.backend, self.outcome, self.status, took,
+            req.method, self.path, meta.client,
+        )  # fmt: skip
         gen.access_log.log(
             meta.client,
             req.method.decode("latin-1"),
@@ -456,7 +461,7 @@ class Exchange:
             self.backend,
             self.outcome,
             self.status,
-            gen.clock() - self.started,
+            took,
             meta.request_id.decode("latin-1") if meta.request_id else None,
         )
         conn.request_done(req)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from guard.core.admission import Admission
 from guard.core.clock import Clock
+from guard.core.live import LiveRecorder
 from guard.proxy import forward
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.connection import ConnectionLimits
@@ -90,6 +91,7 @@ class ProxyServer:
         self.connections: set[ClientConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # backend connects under way
         self.exchanges: set[forward.Exchange] = set()  # admitted requests in flight
+        self.live = LiveRecorder()  # per-tick counts for the live view (guard.live reads them)
         self.closing = False
 
     def install(self, gen: Generation) -> None:

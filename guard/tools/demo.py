@@ -11,7 +11,9 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from guard.serve import serve
+from aiohttp import web
+
+from guard.serve import BindError, serve
 from guard.tools.was import run_was
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "demo.yaml"
@@ -40,11 +42,7 @@ async def run_demo(
     with tempfile.TemporaryDirectory(prefix="guard-demo-") as folder:
         path = Path(folder) / "demo.yaml"
         path.write_text(demo_text((proxy, admin, was_1, was_2)))
-        # 20 worker slots and 200 ms per request: a small Tomcat that queues when overloaded.
-        runners = [
-            await run_was("127.0.0.1", port, 20, 0.2, name)
-            for name, port in (("was-1", was_1), ("was-2", was_2))
-        ]
+        runners = await _start_was((("was-1", was_1), ("was-2", was_2)))
         ready = asyncio.Event()
         task = asyncio.create_task(serve(path, ready))
         started = asyncio.create_task(ready.wait())
@@ -69,3 +67,17 @@ async def run_demo(
         finally:
             for runner in runners:
                 await runner.cleanup()
+
+
+async def _start_was(named_ports: tuple[tuple[str, int], ...]) -> list[web.AppRunner]:
+    """20 worker slots and 200 ms per request each: a small Tomcat that queues when
+    overloaded. A port in use is one line for the operator, like guard's own listeners."""
+    runners: list[web.AppRunner] = []
+    for name, port in named_ports:
+        try:
+            runners.append(await run_was("127.0.0.1", port, 20, 0.2, name))
+        except OSError as err:
+            for runner in runners:
+                await runner.cleanup()
+            raise BindError("--port-base", f"127.0.0.1:{port} ({name})", err) from None
+    return runners

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,6 +40,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def free_port_run(count: int, low: int = 20000, high: int = 32000) -> int:
+    """The first of ``count`` consecutive free ports, below Linux's ephemeral range (where
+    outgoing connections keep taking the neighbours of a port the kernel just gave out),
+    for a child told a base port (`guard demo --port-base`)."""
+    for base in random.sample(range(low, high - count), 200):
+        if all(_bindable(base + i) for i in range(count)):
+            return base
+    raise StartFailed(f"no {count} consecutive free ports in {low}..{high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
 
 
 def port_open(port: int) -> bool:

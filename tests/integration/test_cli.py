@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from guard.tools.launch import free_port_run
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -102,3 +104,17 @@ def test_port_in_use_is_one_line_naming_the_key(tmp_path: Path, key: str) -> Non
     errors = [ln for ln in done.stderr.splitlines() if " INFO " not in ln]
     assert len(errors) == 1, done.stderr
     assert f"{key} 127.0.0.1:{taken}" in errors[0] and "in use" in errors[0]
+
+
+def test_demo_with_a_wasport_in_use_is_one_line() -> None:
+    """`guard demo --port-base N` runs its simulated WAS on N+2 and N+3: one taken is said in
+    one line naming the flag, not a traceback."""
+    base = free_port_run(4)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", base + 2))
+        sock.listen()
+        done = guard("demo", "--port-base", str(base))
+    assert done.returncode != 0
+    errors = [ln for ln in done.stderr.splitlines() if " INFO " not in ln]
+    assert len(errors) == 1, done.stderr
+    assert f"--port-base 127.0.0.1:{base + 2} (was-1)" in errors[0] and "in use" in errors[0]

@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from guard.tools.launch import free_port_run
 from tests.support.polling import poll_async
-from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ async def test_demo_runs_from_any_directory(installed: Path, tmp_path: Path) -> 
     # A port picked free can be taken by another process before the demo binds it: the demo
     # then says so in one line and exits; only that is retried, on other ports.
     for _ in range(3):
-        base = free_port()
+        base = free_port_run(4)  # proxy, admin, was-1, was-2
         out = tmp_path / "demo.out"
         if await _demo_answers(installed, tmp_path, base, out):
             return
