@@ -97,6 +97,16 @@ def status_doc(
     }
 
 
+def cluster_collector(runtime: RuntimeLike) -> Any:
+    """guard_cluster_* metrics when the runtime is in cluster mode (read at scrape time)."""
+    cluster = getattr(runtime, "cluster", None)
+    if cluster is None:
+        return None
+    from guard.cluster.status import LazyClusterCollector
+
+    return LazyClusterCollector(cluster)
+
+
 class _Handlers:
     __slots__ = ("registry", "runtime")
 
@@ -107,6 +117,7 @@ class _Handlers:
             lambda: runtime.admission.snapshot(),
             lambda: runtime.reload_counts,
             process=process_metrics,
+            extra=cluster_collector(runtime),
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -116,6 +127,9 @@ class _Handlers:
     async def status(self, request: web.Request) -> web.Response:
         rt = self.runtime
         doc = status_doc(rt.admission.snapshot(), rt.loaded, rt.reload_counts)
+        cluster = getattr(rt, "cluster", None)
+        if cluster is not None and cluster.status is not None:
+            doc["cluster"] = await cluster.status.view()
         return web.json_response(doc, headers={"Cache-Control": "no-store"})
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+        if name == "check":
+            p.add_argument("--cluster", action="store_true", help="also try the cluster's Redis")
     demo = sub.add_parser("demo", help="two simulated WAS instances with guard in front")
     demo.add_argument(
         "--port-base",
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser().parse_args(argv)
     if args.command == "check":
-        sys.exit(check(args.config))
+        sys.exit(check(args.config, args.cluster))
     if args.command == "rehearse":  # offline: a config and a log, no network
         from guard.tools.rehearse import run_rehearse
 
@@ -109,7 +111,7 @@ def start(args: argparse.Namespace) -> int:
         return 1
 
 
-def check(path: Path) -> int:
+def check(path: Path, try_cluster: bool = False) -> int:
     try:
         loaded = load_config(path)
     except ConfigError as err:
@@ -119,6 +121,10 @@ def check(path: Path) -> int:
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(summarize(loaded))
+    if try_cluster:
+        from guard.cluster.probe import probe
+
+        return probe(loaded.config.cluster)
     return 0
 
 

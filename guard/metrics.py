@@ -249,11 +249,14 @@ def make_registry(
     reload_counts: ReloadCounts,
     *,
     process: bool = True,
+    extra: Collector | None = None,
 ) -> CollectorRegistry:
     """A private registry (never the global default, so several apps and tests can coexist)
     holding the guard collector and, optionally, the process_* metrics of this process."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GuardCollector(get_snapshot, reload_counts))
+    if extra is not None:  # cluster mode: guard_cluster_* (guard.cluster.status)
+        registry.register(extra)
     if process:
         ProcessCollector(registry=registry)
     return registry

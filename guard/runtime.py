@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from guard.admin_access import AdminAccess
+from guard.cluster.mode import ClusterMode
 from guard.config import ConfigError, LoadedConfig, load_config, problems_as_json
 from guard.core.admission import Admission
 from guard.core.clock import Clocks
 from guard.core.events import EventLog
-from guard.core.state import MemoryState
+from guard.core.state import MemoryState, State
 from guard.health import HealthChecks, ProbeTarget
 from guard.proxy.accesslog import AccessLog
 from guard.proxy.client import ClientConnection
@@ -43,14 +44,15 @@ class Runtime:
         self.config_path = config_path
         self.share = share
         self.clocks = clocks if clocks is not None else Clocks()
-        self.state = MemoryState()
+        self.loaded: LoadedConfig = load_config(config_path)
+        self.cluster = ClusterMode.of(self.loaded.config)  # None: in memory, as always
+        self.state: State = self.cluster.state if self.cluster else MemoryState()
         self.reload_counts = {"success": 0, "failure": 0}
         self.rooms = RoomRegistry(self.clocks)  # waiting rooms outlive generations
         self.events = EventLog()
         self.health_checks = HealthChecks(
             self.state.health, self._backend_busy, self.clocks.monotonic
         )
-        self.loaded: LoadedConfig = load_config(config_path)
         self.rooms.warn(self.loaded.config)
         self.admin_access = AdminAccess.from_config(self.loaded.config)
         self.gen: Generation = self._build(self.loaded, None, None)
@@ -64,7 +66,9 @@ class Runtime:
         self, loaded: LoadedConfig, old_loaded: LoadedConfig | None, old: Generation | None
     ) -> Generation:
         cfg = loaded.config
-        admission = Admission(cfg, self.state, self.clocks.monotonic, share=self.share)
+        # Cluster mode: every worker is a member leasing from the whole ceiling, no static split.
+        share = (0, 1) if self.cluster else self.share
+        admission = Admission(cfg, self.state, self.clocks.monotonic, share=share)
         pages = Pages.from_config(cfg)
         same_log = old_loaded is not None and old_loaded.config.access_log == cfg.access_log
         if old is not None and same_log:
@@ -156,6 +160,8 @@ class Runtime:
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.loaded.config
+        if self.cluster is not None:
+            await self.cluster.start(lambda: self.gen.admission, self.clocks.monotonic)
         self.server = server = ProxyServer(self.gen)
         self._listener = await loop.create_server(
             protocol_factory(lambda: ClientConnection(server)),
@@ -252,6 +258,8 @@ class Runtime:
             conn.abort()
         for task in self._tasks:
             task.cancel()
+        if self.cluster is not None:
+            await self.cluster.stop()  # gives the leases back at once (nothing is in use)
         await self.health_checks.close()
         for pool in self.gen.pools.values():
             pool.close()

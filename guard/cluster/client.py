@@ -157,6 +157,10 @@ class RedisLink:
         fresh, self._fresh = self._fresh, False
         return fresh
 
+    def keep_fresh(self) -> None:
+        """take_fresh() was called but its news could not be delivered: say it again."""
+        self._fresh = True
+
     async def close(self) -> None:
         await self._drop()
 

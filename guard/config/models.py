@@ -34,6 +34,7 @@ from guard.config.checks import (
     reserve_conflicts,
     route_conflicts,
 )
+from guard.config.cluster import Cluster
 from guard.config.errors import (
     ConfigError,
     Problem,
@@ -120,6 +121,7 @@ class Config(BaseModel):
     session_params: SessionParams = ("jsessionid",)
     session_cookies: CookieNames = ("JSESSIONID",)
     sticky_cookie: StickyCookie | None = None
+    cluster: Cluster | None = None  # several instances share ceilings and rates (Redis)
 
     @property
     def retry_after_s(self) -> int:

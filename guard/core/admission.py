@@ -100,7 +100,7 @@ class Admission:
         self.share = share
         self.retry_after = config.retry_after_s
         self.site = state.counter(("site",))
-        self.site_max_active = _split(config.max_active, share)
+        self.site_max_active = _ceiling(state, ("site",), _split(config.max_active, share))
         specs = config.rules
         # Before any counter is looked up: a renamed backend or rule keeps its live objects.
         state.follow_renames("backend", {b.name: b.url for b in config.backends})
@@ -116,7 +116,7 @@ class Admission:
         self.backends = tuple(
             BackendSlot(
                 b,
-                share_of(b.max_active, worker, workers),
+                state.ceiling(("backend", b.name), share_of(b.max_active, worker, workers)),
                 state.counter(("backend", b.name)),
                 state.health(b.name),
                 state.counter(("rerouted", b.name)),
@@ -155,7 +155,9 @@ class Admission:
             name=spec.name,
             index=index,
             methods=match_methods(spec.methods),
-            max_active=_split(spec.max_active, self.share),
+            max_active=_ceiling(
+                self.state, ("rule", spec.name), _split(spec.max_active, self.share)
+            ),
             rate_per_second=per_second,
             burst=burst,
             per_client=client_buckets is not None,
@@ -290,6 +292,10 @@ class Admission:
 
 def _split(ceiling: int | None, share: tuple[int, int]) -> int | None:
     return None if ceiling is None else share_of(ceiling, *share)
+
+
+def _ceiling(state: State, key: tuple[str, ...], configured: int | None) -> int | None:
+    return None if configured is None else state.ceiling(key, configured)
 
 
 def _rule_identity(spec: RuleSpec) -> tuple[str, frozenset[str] | None]:

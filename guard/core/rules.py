@@ -22,14 +22,15 @@ from guard.core.stats import RuleStats
 Matcher = Callable[[str], bool]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class CompiledRule:
-    """A config rule with its live objects. Identity equality: rules are hashed by object."""
+    """A config rule with its live objects. Identity equality: rules are hashed by object.
+    Not frozen: in cluster mode the lease manager sets ``max_active`` in place."""
 
     name: str
     index: int  # position in config order; the default rule comes last
     methods: frozenset[str] | None  # None: any method
-    max_active: int | None  # this worker's share of the rule ceiling
+    max_active: int | None  # this worker's share of the rule ceiling (cluster: its lease)
     rate_per_second: float | None  # this worker's share of the rate
     burst: int  # bucket capacity (0 without a rate)
     per_client: bool

@@ -5,8 +5,8 @@ is looked up here by name. So a reload keeps active counts (a ticket admitted be
 reload decrements the very Counter objects the new Admission reads), backend health,
 outcome counts and the token buckets of rules whose rate and burst did not change.
 
-The State protocol is the seam for a shared implementation (e.g. Redis) later;
-MemoryState is the in-process default.
+The State protocol is the seam for a shared implementation; MemoryState is the in-process
+default, guard.cluster.state.ClusterState the cluster mode's (leased ceilings and rates).
 """
 
 from __future__ import annotations
@@ -76,6 +76,12 @@ class State(Protocol):
 
     def health(self, name: str) -> Health: ...
 
+    def ceiling(self, key: CounterKey, configured: int) -> int:
+        """The value a ceiling of a new Admission starts at. In memory: ``configured``
+        (this worker's share). In cluster mode: the limit leased for that scope so far (a
+        reload keeps it; the lease manager then sets the Admission's ceilings in place)."""
+        ...
+
     def bucket(self, key: str, rate: float, burst: int, now: float) -> TokenBucket:
         """The bucket kept under ``key`` while (rate, burst) is unchanged, else a new full one."""
         ...
@@ -116,6 +122,9 @@ class MemoryState:
         if health is None:
             health = self._health[name] = Health()
         return health
+
+    def ceiling(self, key: CounterKey, configured: int) -> int:
+        return configured
 
     def bucket(self, key: str, rate: float, burst: int, now: float) -> TokenBucket:
         bucket = self._buckets.get(key)

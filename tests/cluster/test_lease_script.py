@@ -4,9 +4,11 @@ reaping, recovery after a wipe, and fair shares. Time is driven by hand (now_ms)
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from guard.cluster.client import RedisLink
 from guard.cluster.scripts import Keys, LeaseReply, ScopeAsk, lease
+from tests.cluster.redis_server import RedisServer
 
 KEYS = Keys.of("test")
 TTL, WINDOW = 1000, 500
@@ -151,3 +153,23 @@ async def test_every_key_expires_when_the_cluster_is_abandoned(redis_link: Redis
     for key in KEYS.all():
         ttl = int(await redis_link.call("PTTL", key))
         assert 0 < ttl <= 86_400_000, key
+
+
+def test_check_cluster_tries_the_connection(redis_server: RedisServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def check(url: str) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / "g.yaml"
+        cfg.write_text(
+            "backends: [{name: a, url: 'http://127.0.0.1:9', max_active: 5}]\n"
+            f"cluster: {{name: shop, redis: '{url}'}}\n"
+        )
+        cmd = [sys.executable, "-m", "guard.cli", "check", "--cluster", "-c", str(cfg)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+    ok = check(redis_server.url)
+    assert ok.returncode == 0 and "LEASE script loaded" in ok.stdout, ok.stderr
+    redis_server.kill()
+    down = check(redis_server.url)
+    assert down.returncode == 1 and "cannot reach" in down.stderr

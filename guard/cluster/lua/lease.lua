@@ -24,10 +24,16 @@ end
 -- A Redis without meta (fresh, wiped, restarted empty) or a caller that saw a new server
 -- (failover) opens the recovery window: nothing is granted, holders re-assert first.
 local recover_until = tonumber(redis.call('HGET', meta, 'recover_until'))
+-- The epoch changes with every window; a wiped Redis starts it at its TIME, so it never
+-- repeats an epoch an instance saw before the wipe.
 if recover_until == nil or fresh == 1 then
   recover_until = now + window
   redis.call('HSET', meta, 'recover_until', recover_until)
-  redis.call('HINCRBY', meta, 'epoch', 1)
+  if redis.call('HEXISTS', meta, 'epoch') == 0 then
+    redis.call('HSET', meta, 'epoch', now)
+  else
+    redis.call('HINCRBY', meta, 'epoch', 1)
+  end
 end
 local recovering = now < recover_until and 1 or 0
 local epoch = tonumber(redis.call('HGET', meta, 'epoch'))
