@@ -172,6 +172,7 @@ class Runtime:
         )
         self._tasks.append(loop.create_task(self._housekeeping()))
         self._tasks.append(loop.create_task(self._room_ticker()))
+        self._tasks.extend(self.rooms.start_sync())
         self._follow_health(self.loaded)
 
     @property

@@ -13,11 +13,11 @@ in blocks; ``request()`` builds its arguments and ``apply()`` takes its reply.
   further apart than that. With no number at hand (before the first sync, in a recovery
   window, with Redis down) ``issue()`` returns 0 and the shopper gets the room's page
   without a place, to try again at its next poll.
-- **The watermark** belongs to the script: ``served = min(issued, served + speed × dt)``
+- **The watermark** belongs to the script: ``served = min(issued, served + speed x dt)``
   with ``issued`` the highest number any instance handed out. ``advance()`` ignores the
   controller's proposal and applies the last ``served`` read, so admissions stay within the
   cluster's speed (the cache lags by at most one sync). The speed is the room's
-  ``admit_rate`` × the lowest brake of the live instances ÷ their summed alive shares.
+  ``admit_rate`` x the lowest brake of the live instances / their summed alive shares.
 - **Operator state, epoch and pre-queue size** are shared: a change made here holds
   locally at once and reaches the others at their next sync.
 - **Redis restarted empty**: every call carries this instance's epoch, the highest ``next``
@@ -37,6 +37,8 @@ BLOCK_TIME: Final = 0.05
 """A block is about this many seconds of this instance's arrivals."""
 BLOCK_MAX_AGE: Final = 0.5
 """A number is never handed out later than this after its block was leased (FIFO bound)."""
+IDLE_RATE: Final = 0.2
+"""Below this many arrivals per second no number is leased ahead: the next arrival asks."""
 RATE_TAU: Final = 2.0
 """Arrival rate EWMA time constant (s), for the block size."""
 
@@ -80,6 +82,7 @@ class ClusterRoomStore:
         self.adopted = False  # the line changed under the controller: rebuild it
         self.recovering = False
         self.synced = False
+        self._starved = False
         self.on_low: Callable[[], None] | None = None
 
     # -- RoomStore -----------------------------------------------------------------------
@@ -152,8 +155,10 @@ class ClusterRoomStore:
         if blocks:
             number = int(blocks[0][0])
             blocks[0][0] += 1
-        if self.on_low is not None and self.in_hand() < self.block_size() / 2:
-            self.on_low()
+        if self.in_hand() < self.block_size() / 2:
+            self._starved = True
+            if self.on_low is not None:
+                self.on_low()
         return number
 
     def in_hand(self) -> int:
@@ -179,7 +184,10 @@ class ClusterRoomStore:
         now = self._clock()
         fresh_blocks = [b for b in self._blocks if now - b[2] <= BLOCK_MAX_AGE / 2]
         fresh_in_hand = sum(int(b[1] - b[0] + 1) for b in fresh_blocks)
-        want = self.block_size() if fresh_in_hand < self.block_size() else 0
+        # An idle instance leases nothing (each unused number is a hole in the line).
+        busy = self._starved or self._rate >= IDLE_RATE
+        want = self.block_size() if busy and fresh_in_hand < self.block_size() else 0
+        self._starved = False
         window, stale, gap = (max(1, round(s * 1000)) for s in params)
         brake, alive, rate, boost = self.proposal
         claim_next = max(self._next_seen, *(int(b[1]) for b in self._blocks), 0)
