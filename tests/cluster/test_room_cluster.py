@@ -37,7 +37,8 @@ async def test_places_issued_on_one_instance_are_admitted_in_order_on_another(
         "rooms:\n"
         f"  - {{name: sale, admit_rate: 4/s, key_file: {keys}, place_hold: 3s,\n"
         "     refresh_min: 100ms, refresh_max: 1s}\n"
-        f"cluster: {{name: shop, redis: '{redis_server.url}', heartbeat: 100ms, recovery_window: 200ms}}\n"
+        f"cluster: {{name: shop, redis: '{redis_server.url}',\n"
+        "          heartbeat: 100ms, recovery_window: 200ms}\n"
     )
     a, b = await spawn_guard(body), await spawn_guard(body)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as s:
