@@ -11,6 +11,7 @@ last save. Without one, a start is a new epoch: tokens of the last run are refus
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -19,7 +20,11 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
+from guard.cluster.client import RedisLink
+from guard.cluster.room_store import ClusterRoomStore, RoomKeys
+from guard.cluster.room_sync import RoomSync, member_id
 from guard.config import Config
+from guard.config.cluster import Cluster
 from guard.config.rooms import Room as RoomConfig
 from guard.config.rooms import read_key_file, room_warnings, shipped
 from guard.core.admission import Admission
@@ -27,7 +32,7 @@ from guard.core.clock import Clocks
 from guard.core.room_control import RoomController
 from guard.core.room_params import RoomParams
 from guard.core.room_schedule import Schedule
-from guard.core.room_store import CLOSED, OPEN, PAUSED, MemoryRoomStore, RoomCounters
+from guard.core.room_store import CLOSED, OPEN, PAUSED, MemoryRoomStore, RoomCounters, RoomStore
 from guard.core.room_token import KeyRing
 from guard.proxy.responses import Pages
 from guard.proxy.room_pages import QueuePage
@@ -54,10 +59,15 @@ class RoomRegistry:
         self._issued_at_save: dict[str, int] = {}
         self._peak_issue_rate: dict[str, float] = {}
         self._last_save = 0.0
+        self._seeds: dict[str, bytes] = {}
+        self.cluster: Cluster | None = None  # cluster mode: the lines are shared (Redis)
+        self.member = member_id()
+        self.sync: RoomSync | None = None
 
     def build(self, cfg: Config, admission: Admission, pages: Pages) -> RoomTable | None:
         """The rooms of a new generation (None without rooms); existing names are retuned."""
         names = {rc.name for rc in cfg.rooms}
+        self.cluster = self.cluster or cfg.cluster  # the section needs a restart to change
         for name in [n for n in self.rooms if n not in names]:
             self._save(name)
             del self.rooms[name]
@@ -87,6 +97,7 @@ class RoomRegistry:
         if room is None:
             store = self._store(rc)
             seed = hashlib.sha256(keys.subkeys[keys.active] + rc.name.encode()).digest()
+            self._seeds[rc.name] = seed
             controller = RoomController(params, store, schedule, seed, now)
             room = self.rooms[rc.name] = Room(rc.name, controller, keys, self.clocks.wall)
             self._issued_at_save[rc.name] = store.issued()
@@ -117,7 +128,20 @@ class RoomRegistry:
         secret = self._random_keys.setdefault(rc.name, os.urandom(32))
         return KeyRing({0: secret}, 0)
 
-    def _store(self, rc: RoomConfig) -> MemoryRoomStore:
+    def _store(self, rc: RoomConfig) -> RoomStore:
+        saved = self._restore(rc)
+        if self.cluster is not None:
+            # The shared line; a state file's counters are re-asserted (a Redis lost empty).
+            seed = saved.snapshot() if saved is not None else None
+            keys = RoomKeys(self.cluster.name, rc.name)
+            wall = int(self.clocks.wall())
+            return ClusterRoomStore(keys, self.member, self.clocks.monotonic, wall, seed)
+        if saved is not None:
+            return saved
+        # A new epoch per start: a token of an earlier run can never meet a reissued number.
+        return MemoryRoomStore(RoomCounters(epoch=int(self.clocks.wall())))
+
+    def _restore(self, rc: RoomConfig) -> MemoryRoomStore | None:
         path = rc.state_file
         if path is not None and path.exists():
             try:
@@ -128,20 +152,55 @@ class RoomRegistry:
                 return MemoryRoomStore.restored(counters, skip)
             except (OSError, ValueError, KeyError, TypeError) as err:
                 log.error("room %s: state file %s unusable (%s): a new line", rc.name, path, err)
-        # A new epoch per start: a token of an earlier run can never meet a reissued number.
-        return MemoryRoomStore(RoomCounters(epoch=int(self.clocks.wall())))
+        return None
 
     # -- running ----------------------------------------------------------------------
     def tick(self, table: RoomTable | None, admission: Admission) -> None:
         now, wall = self.clocks.monotonic(), self.clocks.wall()
         if table is not None:
             table.tick(admission, now, wall)
+        if self.cluster is not None:
+            self._follow_cluster(now)
         if now - self._last_save >= SAVE_EVERY:
             elapsed = now - self._last_save
             self._last_save = now
             for name in list(self.state_files):
                 self._note_issue_rate(name, elapsed)
                 self._save(name)
+
+    # -- cluster mode -------------------------------------------------------------------
+    def start_sync(self) -> list[asyncio.Task[None]]:
+        """In cluster mode, the task that keeps the lines in step (guard/cluster/room_sync.py),
+        on its own Redis connection: a RedisLink serves one caller at a time."""
+        if self.cluster is None or self.sync is not None:
+            return []
+        link = RedisLink(self.cluster.redis, self.cluster.redis_timeout)
+        self.sync = RoomSync(link, self._cluster_stores, TICK, self.cluster.recovery_window)
+        return [asyncio.get_running_loop().create_task(self.sync.run())]
+
+    def _cluster_stores(self) -> list[ClusterRoomStore]:
+        stores = [room.controller.store for room in self.rooms.values()]
+        return [s for s in stores if isinstance(s, ClusterRoomStore)]
+
+    def _follow_cluster(self, now: float) -> None:
+        """After a tick: each instance's view of the speed goes to the cluster; a line
+        adopted from the cluster (first sync, a reset elsewhere) gets a fresh controller."""
+        for name, room in self.rooms.items():
+            c = room.controller
+            store = c.store
+            if not isinstance(store, ClusterRoomStore):
+                continue
+            store.proposal = (
+                c.brake,
+                c.claims.alive,
+                c.params.admit_rate,
+                c.params.max_ghost_boost,
+            )
+            if store.adopted:
+                store.adopted = False
+                room.controller = RoomController(
+                    c.params, store, c.schedule, self._seeds[name], now
+                )
 
     def _note_issue_rate(self, name: str, elapsed: float) -> None:
         room = self.rooms.get(name)

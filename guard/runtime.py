@@ -175,6 +175,7 @@ class Runtime:
         )
         self._tasks.append(loop.create_task(self._housekeeping()))
         self._tasks.append(loop.create_task(self._room_ticker()))
+        self._tasks.extend(self.rooms.start_sync())
         self._follow_health(self.loaded)
         # Always built (idle while live.enabled is false), so a reload can turn it on.
         self.live_view = LiveView(self, self.clocks.monotonic, self.clocks.wall)

@@ -213,8 +213,17 @@ def check_rooms(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
         other = tags.setdefault(room_tag(room.name), room.name)
         if other != room.name:
             found.append((("rooms", index, "name"), f'token tag collides with room "{other}"'))
-    if config.rooms and config.workers > 1:
-        found.append((("workers",), "rooms need one process until cluster mode lands (workers: 1)"))
+    if config.rooms and config.workers > 1 and config.cluster is None:
+        found.append(
+            (
+                ("workers",),
+                "rooms need one process until cluster mode is on (workers: 1, or cluster:)",
+            )
+        )
+    if config.cluster is not None:
+        for index, room in enumerate(config.rooms):
+            if room.key_file is None:  # instances must verify each other's tokens
+                found.append((("rooms", index, "key_file"), "cluster mode needs a shared key_file"))
     return found
 
 

@@ -167,8 +167,11 @@ class RoomController:
         before its pre-queue)."""
         if self.state(wall) not in (QUEUEING, PAUSED, PREQUEUE):
             return None
+        number = self.store.issue()
+        if number <= 0:  # a shared store with no number at hand (cluster mode): next poll
+            return None
         stamp = int(wall)
-        return Place(self.store.issue(), stamp, stamp)
+        return Place(number, stamp, stamp)
 
     def can_enter_directly(self, now: float, wall: float) -> bool:
         """Straight through: the room runs, nobody waits, the direct rate has room. Then

@@ -81,7 +81,8 @@ class RoomStore(Protocol):
     def prequeue_size(self) -> int: ...
 
     def issue(self) -> int:
-        """issued += 1; the new number. Never returns a number twice within an epoch."""
+        """issued += 1; the new number. Never returns a number twice within an epoch.
+        0: no number at hand now (a shared store between leases); the shopper retries."""
         ...
 
     def advance(self, watermark: float) -> float:
