@@ -89,8 +89,9 @@ init = function(args) math.randomseed(os.time() + math.random(1000000)) end
 request = function()
   local r = math.random(100)
   local path
-  if r <= 60 then path = "/shop/item/" .. math.random(100000)
-  elseif r <= 85 then path = "/event/" .. math.random(1000)
+  if r <= 55 then path = "/shop/item/" .. math.random(100000)
+  elseif r <= 75 then path = "/event/" .. math.random(1000)
+  elseif r <= 85 then path = "/sale/" .. math.random(1000)
   else path = "/coupon/" .. math.random(1000) end
   local headers = {}
   headers["X-Forwarded-For"] = clients[math.random(#clients)]
@@ -151,6 +152,9 @@ backends:
 rules:
   - {{name: event, path: /event/**, max_active: 6, rate: 100/s, burst: 20}}
   - {{name: coupon, path: /coupon/**, rate: 6/m, burst: 2, per_client: true}}
+  - {{name: sale, path: /sale/**, max_active: 4, room: sale}}
+rooms:
+  - {{name: sale, admit_rate: 20/s, place_hold: 2m}}
 """
     )
     return cfg
@@ -230,10 +234,12 @@ async def load_python(run: Run, port: int) -> None:
         nonlocal errors
         while time.monotonic() < end:
             r = rng.randrange(100)
-            if r < 60:
+            if r < 55:
                 path = f"/shop/item/{rng.randrange(100000)}"
-            elif r < 85:
+            elif r < 75:
                 path = f"/event/{rng.randrange(1000)}"
+            elif r < 85:  # a waiting room: every cookieless request is a new place
+                path = f"/sale/{rng.randrange(1000)}"
             else:
                 path = f"/coupon/{rng.randrange(1000)}"
             headers = {
