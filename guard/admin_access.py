@@ -8,9 +8,12 @@ liveness probe, which reveals nothing):
    ``Host: evil.example``. Served Hosts: the loopback names (127.0.0.1, localhost, [::1])
    and ``admin_listen``'s host with the admin port, the address the connection arrived
    on, and the names in ``admin_hosts``. Anything else: 403.
-2. **Origin** (CSRF): a state-changing request (any method but GET/HEAD/OPTIONS) whose
-   ``Origin`` is present and not the admin origin, or whose ``Sec-Fetch-Site`` is
-   ``cross-site``/``same-site``: 403. curl sends neither header and keeps working.
+2. **Origin** (CSRF, cross-site reads): a request whose ``Origin`` is present and not the
+   admin origin, or whose ``Sec-Fetch-Site`` is ``cross-site``/``same-site``: 403. Reads
+   too: a foreign page's ``EventSource`` would hold a live-view slot and, with the cookie
+   (sent to every port of the host), be served. Exempt: a top-level GET navigation
+   without ``Origin`` (an operator following a link; the other site cannot read it).
+   curl sends neither header and keeps working.
 3. **Token** (``admin_token_file``): ``Authorization: Bearer <token>``, or the cookie
    ``guard_admin`` that ``?token=<token>`` on any admin page sets (HttpOnly,
    SameSite=Strict; EventSource cannot send headers). Missing or wrong: 401.
@@ -113,8 +116,8 @@ def refusal(access: AdminAccess, request: web.Request) -> web.StreamResponse | N
     if not access.host_allowed(host, _local(request)):
         return _refuse(403, "forbidden_host", "this Host is not a name of the admin port; "
                        "add it to admin_hosts")  # fmt: skip
-    if request.method not in SAFE_METHODS and _cross_origin(request, host):
-        return _refuse(403, "forbidden_origin", "cross-origin requests may not change state")
+    if _cross_origin(request, host) and not _navigation(request):
+        return _refuse(403, "forbidden_origin", "cross-origin requests are refused")
     if access.token is None:
         return None
     query_token = request.query.get("token")
@@ -138,6 +141,17 @@ def _cross_origin(request: web.Request, host: str) -> bool:
     # https too: the admin port may sit behind a TLS-terminating proxy named in admin_hosts.
     host = host.strip().lower()
     return origin.lower() not in (f"http://{host}", f"https://{host}")
+
+
+def _navigation(request: web.Request) -> bool:
+    """A top-level GET the user made (address bar, bookmark, link): not a page's read."""
+    headers = request.headers
+    return (
+        request.method in SAFE_METHODS
+        and headers.get("Sec-Fetch-Mode", "").lower() == "navigate"
+        and headers.get("Sec-Fetch-Dest", "document").lower() == "document"
+        and "Origin" not in headers
+    )
 
 
 def _token_login(access: AdminAccess, request: web.Request, token: str) -> web.StreamResponse:

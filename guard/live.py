@@ -26,7 +26,7 @@ from guard.core.events import EventLog
 from guard.core.live import LiveRecorder
 from guard.core.live_hll import HyperLogLog
 from guard.core.snapshot import Snapshot
-from guard.live_frame import InFlight, hello_frame, scan_in_flight, tick_frame
+from guard.live_frame import InFlight, hello_frame, rooms_doc, scan_in_flight, tick_frame
 
 __all__ = ["LiveView", "RuntimeView", "Viewer", "sse_event"]
 
@@ -55,6 +55,8 @@ class RuntimeView(Protocol):
     def events(self) -> EventLog: ...
 
     def live_sources(self) -> tuple[LiveRecorder, set[Any]] | None: ...
+
+    def room_views(self) -> list[dict[str, Any]]: ...
 
 
 def sse_event(kind: str, seq: int | None, data: bytes) -> bytes:
@@ -104,6 +106,7 @@ class LiveView:
         self.refused: dict[str, float] = {"tick": 0, "1m": 0}
         self._task: asyncio.Task[None] | None = None
         self._events_sent = 0
+        self._room_admitted: dict[str, int] = {}  # each room's admitted count at the last tick
 
     @property
     def settings(self) -> Live:
@@ -169,12 +172,20 @@ class LiveView:
             frame["refused_clients"] = self._count_refused(counts.refused, wall)
         finally:
             recorder.recycle(counts)
+        self._add_rooms(frame)
         events = self.runtime.events  # recorded by the runtime, with their reasons
         frame["events"] = [e.to_json() for e in events.recent(self._events_sent)]
         self._events_sent = events.last_seq
         self.reloads_doc(frame)
         self._last, self._snap = now, snap
         self.publish(frame)
+
+    def _add_rooms(self, frame: dict[str, Any]) -> None:
+        """The waiting rooms' panel and the distinct shoppers waiting (their estimate)."""
+        views = self.runtime.room_views()
+        frame["rooms"] = rooms_doc(views, self._room_admitted)
+        self._room_admitted = {str(v["name"]): int(v["admitted"]) for v in views}
+        frame["waiting_shoppers"] = round(sum(r["waiting_estimated"] for r in frame["rooms"]))
 
     def reloads_doc(self, frame: dict[str, Any]) -> None:
         counts = self.runtime.reload_counts

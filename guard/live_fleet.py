@@ -44,6 +44,9 @@ class _Supervised:
     def live_sources(self) -> tuple[LiveRecorder, set[Any]] | None:
         return None
 
+    def room_views(self) -> list[dict[str, Any]]:
+        return []  # the workers' rooms come in their frames
+
 
 class FleetView(LiveView):
     def __init__(self, path: Path, workers: int, ask: Ask, clock: Any, wall: Any) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "cells_json",
     "hello_frame",
     "percentile",
+    "rooms_doc",
     "scan_in_flight",
     "tick_frame",
 ]
@@ -197,3 +198,27 @@ def _scope(
         "p99": percentile(hits, 0.99),
         "hit": cells_json(cells),
     }
+
+
+ROOM_FIELDS = ("state", "waiting", "waiting_estimated", "admit_rate", "eta_seconds")
+
+
+def rooms_doc(
+    views: Sequence[Mapping[str, Any]], admitted_before: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """The waiting-room panel: each room's numbers as /status has them (``waiting``: places
+    between the watermark and the last issued; ``waiting_estimated``: those whose holders
+    are still there, i.e. distinct shoppers), plus ``admitted``, counted during the tick."""
+    rooms = []
+    for view in views:
+        name = str(view["name"])
+        doc: dict[str, Any] = {"name": name}
+        for key in ROOM_FIELDS:
+            value = view[key]
+            doc[key] = round(value, 3) if isinstance(value, float) else value
+        doc["passes_in_flight"] = view["passes_in_flight"]
+        doc["dry_run"] = view["dry_run"]
+        total = int(view["admitted"])
+        doc["admitted"] = max(0, total - admitted_before.get(name, total))
+        rooms.append(doc)
+    return rooms

@@ -5,7 +5,10 @@ frames by tick slot (``round(t / tick)``) and merges each group: counts, age ban
 cells, outcomes, errors and ceilings (each worker's share) are summed; ``up`` is true when
 any worker sees the backend up; the slowest and oldest lists are the union, truncated;
 percentiles come from the merged cells. ``refused_clients`` is summed, an upper bound: one
-shopper whose connections reach two workers counts twice.
+shopper whose connections reach two workers counts twice. Rooms need one process today
+(``guard check`` refuses rooms with ``workers`` > 1), so at most one worker has them; the
+merge still sums a room's counts by name (a shared line would have one watermark, so the
+first worker's state and the longest ETA are kept).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def merge_ticks(frames: Sequence[dict[str, Any]], seq: int) -> dict[str, Any]:
         "slow": slow,
         "oldest": oldest,
         "refused_clients": {k: sum(r.get(k, 0) for r in refused) for k in ("tick", "1m")},
+        "rooms": [_merge_room(docs) for _, docs in _by_name([f.get("rooms", []) for f in frames])],
+        "waiting_shoppers": sum(f.get("waiting_shoppers", 0) for f in frames),
         "events": list(events.values()),
         "reloads": {k: max(f["reloads"].get(k, 0) for f in frames) for k in ("success", "failure")},
         "sha": first.get("sha"),
@@ -116,4 +121,16 @@ def _sum_maps(maps: Iterable[dict[str, int]]) -> dict[str, int]:
     for m in maps:
         for k, v in m.items():
             out[k] = out.get(k, 0) + v
+    return out
+
+
+_ROOM_SUMS = ("waiting", "waiting_estimated", "admit_rate", "admitted", "passes_in_flight")
+
+
+def _merge_room(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(docs[0])
+    for key in _ROOM_SUMS:
+        out[key] = sum(d.get(key, 0) for d in docs)
+    etas = [d["eta_seconds"] for d in docs if d.get("eta_seconds") is not None]
+    out["eta_seconds"] = max(etas) if etas else None
     return out

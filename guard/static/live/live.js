@@ -95,7 +95,7 @@
       return [[fmtSeconds(s[0]), "age-" + band(s[0])], [s[1]], [s[2]], [String(s[3])], [s[4] + " " + s[5]]];
     });
     renderEvents(f.events || []);
-    renderRooms(f.rooms);
+    renderRooms(f);
     updateCharts();
   }
 
@@ -197,14 +197,30 @@
     while (list.children.length > 50) list.removeChild(list.lastChild);
   }
 
-  function renderRooms(rooms) {
-    var panel = $("rooms");
-    panel.hidden = !rooms;
-    if (!rooms) return;
+  // The waiting rooms (frame.rooms: /status's numbers per room, admitted during the tick).
+  function renderRooms(f) {
+    var rooms = f.rooms || [];
+    $("rooms").hidden = rooms.length === 0;
+    $("kpi-waiting-tile").hidden = rooms.length === 0;
+    $("kpi-waiting").textContent = f.waiting_shoppers || 0;
+    $("kpi-waiting").dataset.value = f.waiting_shoppers || 0;
     var body = $("rooms-body");
     body.textContent = "";
-    (Array.isArray(rooms) ? rooms : [rooms]).forEach(function (r) {
-      body.appendChild(el("div", null, JSON.stringify(r)));
+    rooms.forEach(function (r) {
+      var tr = el("tr");
+      tr.dataset.room = r.name;
+      tr.dataset.state = r.state;
+      tr.dataset.waiting = r.waiting;
+      tr.dataset.waitingEstimated = r.waiting_estimated;
+      tr.dataset.admitRate = r.admit_rate;
+      tr.dataset.eta = r.eta_seconds === null ? "" : r.eta_seconds;
+      tr.dataset.passes = r.passes_in_flight;
+      [r.name + (r.dry_run ? " (dry run)" : ""), r.state,
+        Math.round(r.waiting_estimated) + " (" + r.waiting + " places)",
+        r.admit_rate.toFixed(1), perSecond(r.admitted, f).toFixed(1),
+        r.eta_seconds === null ? "–" : fmtSeconds(r.eta_seconds), String(r.passes_in_flight),
+      ].forEach(function (text, i) { tr.appendChild(el("td", i === 1 ? "room-" + r.state : null, text)); });
+      body.appendChild(tr);
     });
   }
 
