@@ -54,9 +54,11 @@ def test_rate_shares_and_bursts() -> None:
     assert (
         lease.rate_want(arrivals_milli=9000, h=100, fair=3000, overloaded=True, cap=10_000) == 3000
     )
-    assert lease.burst_share(burst=20, rate_share=5000, rate_cap=10_000) == 10
-    assert lease.burst_share(burst=20, rate_share=1, rate_cap=10_000) == 1
-    assert lease.burst_share(burst=20, rate_share=0, rate_cap=10_000) == 0
+    assert lease.burst_share(burst=20, rate_share=5000, rate_cap=10_000, members=3) == 10
+    assert lease.burst_share(burst=20, rate_share=1, rate_cap=10_000, members=3) == 2
+    assert lease.burst_share(burst=5, rate_share=1, rate_cap=10_000, members=3) == 1
+    assert lease.burst_share(burst=20, rate_share=3333, rate_cap=10_000, members=3) == 7
+    assert lease.burst_share(burst=20, rate_share=0, rate_cap=10_000, members=3) == 0
 
 
 def test_ewma_follows_a_running_total() -> None:
