@@ -6,7 +6,7 @@ One command (from the repository root):
 
 Options:
 
-    --case NAME        throughput | shedding | rules | idle | workers | all (default all);
+    --case NAME        throughput | shedding | rules | idle | workers | cluster | all (default all);
                        repeat the flag or give a comma list
     --rounds N         repeated interleaved rounds, medians reported (default 3)
     --duration S       seconds per wrk run (default 10)
@@ -37,7 +37,8 @@ Cases: `shedding` (backend max_active 8 in front of a slow simulated WAS: refusa
 second, JSON and waiting page, against guard's own proxied rate; the backend's concurrency is
 checked both from guard's /status and from the WAS's own max_seen_active), `rules` (5 vs 500
 rules), `idle` (RSS per idle keep-alive connection at 10,000 connections, guard, nginx and the
-aiohttp proxy), `workers` (guard `workers: 2` vs 1 on all cores; "n/a" if unsupported).
+aiohttp proxy), `workers` (guard `workers: 2` vs 1 on all cores; "n/a" if unsupported),
+`cluster` (three instances on one Redis before a slow WAS, uneven load: cases/cluster.py).
 
 Results: a markdown table of medians on stdout and in bench/results/latest.md (raw samples in
 bench/results/latest.json). A benchmark, not a test: nothing here fails CI. Loopback only.
@@ -56,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from cases import idle, rules, shedding, throughput, workers  # bench/ is sys.path[0]
+from cases import cluster, idle, rules, shedding, throughput, workers  # bench/ is sys.path[0]
 from common import BENCH, cpu_layout, ensure_tools, raise_nofile
 from harness import SETUPS, Bench
 from report import machine_info
@@ -69,6 +70,7 @@ CASE_FUNCS: dict[str, Callable[[Bench], str]] = {
     "rules": rules.run,
     "idle": idle.run,
     "workers": workers.run,
+    "cluster": cluster.run,
 }
 CASES = tuple(CASE_FUNCS)
 

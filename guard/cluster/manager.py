@@ -171,6 +171,7 @@ class LeaseManager:
             grant = self.grants.get(scope, ScopeGrant(0, cap, False, 0))
             h = arith.headroom(cap, members, self._scope_arrivals(adm, scope), self.cfg.headroom)
             wanted = arith.want(used, h, grant.fair, grant.overloaded, cap)
+            wanted = arith.give_back(wanted, used, grant.alloc, grant.total, cap)
             if self.leaving:
                 wanted = used
             self.plans[scope] = Plan(h, wanted)

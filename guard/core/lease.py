@@ -40,6 +40,17 @@ def want(used: int, h: int, fair: int, overloaded: bool, cap: int) -> int:
     return max(used, min(w, cap))
 
 
+def give_back(wanted: int, used: int, alloc: int, total: int, cap: int) -> int:
+    """The sum of allocations is over the cap (a reload lowered it, or claims re-asserted
+    more): ask for this member's part of the excess back, down to what is in use. Rounded-up
+    fair shares alone would keep the sum over the cap. The member lowers its own limit
+    before sending (Redis never takes back a slot the member may still be filling)."""
+    excess = total - cap
+    if excess <= 0:
+        return wanted
+    return max(used, min(wanted, alloc - excess))
+
+
 def rate_want(arrivals_milli: int, h: int, fair: int, overloaded: bool, cap: int) -> int:
     """A rate share: the measured arrival rate with slack, at least h; under overload at
     most the fair share."""

@@ -66,3 +66,10 @@ def test_ewma_follows_a_running_total() -> None:
     for i in range(20):
         ewma.update(total=100 * i, now=i * 0.25)  # 400 per second
     assert abs(ewma.rate - 400) < 1
+
+
+def test_a_member_over_the_cap_gives_its_part_of_the_excess_back() -> None:
+    # Σ 18 after a reload to 12: this member (10, 4 in use) asks 10 - 6 = 4.
+    assert lease.give_back(wanted=10, used=4, alloc=10, total=18, cap=12) == 4
+    assert lease.give_back(wanted=10, used=8, alloc=10, total=18, cap=12) == 8  # in use stays
+    assert lease.give_back(wanted=10, used=4, alloc=10, total=12, cap=12) == 10  # not over
