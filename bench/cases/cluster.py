@@ -26,7 +26,7 @@ from report import fmt, md_table
 
 from guard.tools.launch import guard_command, was_command
 
-CEILING, SERVICE = 24, 0.1  # WAS workers = the ceiling; capacity 240 req/s
+CEILING, SERVICE = 48, 0.2  # WAS workers = the ceiling; capacity 240 req/s
 CAPACITY = CEILING / SERVICE
 SPLIT = (0.7, 0.2, 0.1)
 DURATION = 8.0
@@ -54,7 +54,7 @@ def run(b: Bench) -> str:
         "WAS peak",
         "refused",
         "shares admitted (70/20/10)",
-        "lease calls / admission",
+        "lease calls / admission (/s per instance)",
         "p50 / p99 ms (admitted)",
         "added p50 / p99 ms",
     ]
@@ -123,6 +123,7 @@ def measure(b: Bench, guards: list[dict[str, Any]], was_url: str, load: float) -
         "refused": 1 - admitted / requests if requests else 0.0,
         "shares": [r["admitted"] / r["requests"] if r["requests"] else 0.0 for r in results],
         "calls_per_admission": calls / admitted if admitted and len(guards) == 3 else None,
+        "calls_per_s": calls / DURATION / len(guards) if len(guards) == 3 else None,
         "p50": max(r["latency_ms"]["p50"] for r in results),
         "p99": max(r["latency_ms"]["p99"] for r in results),
         "surge": results,
@@ -180,7 +181,7 @@ def row(label: str, got: dict[str, Any], base: dict[str, Any] | None) -> list[st
         f"{got['was_peak']} (ceiling {CEILING})",
         f"{got['refused'] * 100:.1f} %",
         " / ".join(f"{s:.2f}" for s in got["shares"]),
-        "-" if calls is None else f"{calls:.4f}",
+        "-" if calls is None else f"{calls:.3f} ({got['calls_per_s']:.1f})",
         f"{got['p50']:.1f} / {got['p99']:.1f}",
         added,
     ]
