@@ -6,7 +6,8 @@ One command (from the repository root):
 
 Options:
 
-    --case NAME        throughput | shedding | rules | idle | workers | queue | all (default all);
+    --case NAME        throughput | shedding | rules | idle | workers | queue | cluster | all
+                       (default all);
                        repeat the flag or give a comma list
     --rounds N         repeated interleaved rounds, medians reported (default 3)
     --duration S       seconds per wrk run (default 10)
@@ -40,6 +41,7 @@ rules), `idle` (RSS per idle keep-alive connection at 10,000 connections, guard,
 aiohttp proxy), `workers` (guard `workers: 2` vs 1 on all cores; "n/a" if unsupported),
 `queue` (a waiting room: queued shoppers polling and new shoppers issued places, against
 guard's proxied rate in the same process; target ≥ 1.5x).
+`cluster` (three instances on one Redis before a slow WAS, uneven load: cases/cluster.py).
 
 Results: a markdown table of medians on stdout and in bench/results/latest.md (raw samples in
 bench/results/latest.json). A benchmark, not a test: nothing here fails CI. Loopback only.
@@ -58,7 +60,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from cases import idle, queue, rules, shedding, throughput, workers  # bench/ is sys.path[0]
+from cases import (  # bench/ is sys.path[0]
+    cluster,
+    idle,
+    queue,
+    rules,
+    shedding,
+    throughput,
+    workers,
+)
 from common import BENCH, cpu_layout, ensure_tools, raise_nofile
 from harness import SETUPS, Bench
 from report import machine_info
@@ -72,6 +82,7 @@ CASE_FUNCS: dict[str, Callable[[Bench], str]] = {
     "idle": idle.run,
     "workers": workers.run,
     "queue": queue.run,
+    "cluster": cluster.run,
 }
 CASES = tuple(CASE_FUNCS)
 

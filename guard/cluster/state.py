@@ -58,7 +58,7 @@ class ClusterState:
             bucket = TokenBucket(rate, burst, now)
             share_rate = self.limits.get(f"rate:{key}", 0) / 1000.0
             share_burst = self.limits.get(f"burst:{key}", 0)
-            set_rate(bucket, min(rate, share_rate), min(burst, share_burst))
+            set_rate(bucket, min(rate, share_rate), min(burst, share_burst), now)
             bucket.tokens = float(bucket.burst)
             cell = self.rates[key] = RateCell(rate, burst, bucket)
         return cell.bucket
@@ -75,9 +75,12 @@ class ClusterState:
             del self.rates[name]
 
 
-def set_rate(bucket: TokenBucket, rate_per_s: float, burst: int) -> None:
+def set_rate(bucket: TokenBucket, rate_per_s: float, burst: int, now: float) -> None:
     """A rule bucket's share: tokens above a smaller burst are dropped at once, so the
-    tokens held across all instances never exceed the cluster's burst."""
+    tokens held across all instances never exceed the cluster's burst. The time since the
+    bucket's last refill is settled at the old rate first: the bucket refills lazily, and
+    a new (larger) share must not be paid for the time another instance held it."""
+    bucket.has_token(now)
     bucket.rate = rate_per_s
     bucket.burst = burst
     if bucket.tokens > burst:
@@ -104,7 +107,8 @@ def apply(admission: Admission, state: ClusterState, scope: str, limit: int) -> 
         if cell is not None:
             rate = state.limits.get(f"rate:{name}", 0) / 1000.0
             burst = state.limits.get(f"burst:{name}", 0)
-            set_rate(cell.bucket, min(cell.rate, rate), min(cell.burst, burst))
+            now = admission.clock()
+            set_rate(cell.bucket, min(cell.rate, rate), min(cell.burst, burst), now)
 
 
 def rate_cap(cell: RateCell) -> int:

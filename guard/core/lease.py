@@ -40,6 +40,17 @@ def want(used: int, h: int, fair: int, overloaded: bool, cap: int) -> int:
     return max(used, min(w, cap))
 
 
+def give_back(wanted: int, used: int, alloc: int, total: int, cap: int) -> int:
+    """The sum of allocations is over the cap (a reload lowered it, or claims re-asserted
+    more): ask for this member's part of the excess back, down to what is in use. Rounded-up
+    fair shares alone would keep the sum over the cap. The member lowers its own limit
+    before sending (Redis never takes back a slot the member may still be filling)."""
+    excess = total - cap
+    if excess <= 0:
+        return wanted
+    return max(used, min(wanted, alloc - excess))
+
+
 def rate_want(arrivals_milli: int, h: int, fair: int, overloaded: bool, cap: int) -> int:
     """A rate share: the measured arrival rate with slack, at least h; under overload at
     most the fair share."""
@@ -49,12 +60,18 @@ def rate_want(arrivals_milli: int, h: int, fair: int, overloaded: bool, cap: int
     return max(0, min(w, cap))
 
 
-def burst_share(burst: int, rate_share: int, rate_cap: int) -> int:
-    """The burst that goes with a rate share: the same fraction of the burst, at least 1
-    when the share is not 0 (the bucket needs room for one token to admit at all)."""
+def burst_share(burst: int, rate_share: int, rate_cap: int, members: int) -> int:
+    """The burst that goes with a rate share: the same fraction of the burst, rounded up,
+    and at least 2 tokens when the burst allows it for every member (1 otherwise).
+
+    Why not less: a bucket admits only whole tokens, so a bucket of 1 refills to full
+    between two arrivals and throws the rest away (at 1.5x its share it admits 3/4 of it);
+    2 tokens absorb that. The sum may ask more than the burst: Redis grants only from what
+    is free (the burst scope's demand is this ask), so the total never exceeds it."""
     if rate_cap <= 0 or rate_share <= 0:
         return 0
-    return max(1, burst * rate_share // rate_cap)
+    floor = 2 if burst >= 2 * max(1, members) else 1
+    return min(burst, max(floor, -(-burst * rate_share // rate_cap)))
 
 
 def local_limit(alloc: int, fair: int, overloaded: bool) -> int:

@@ -22,7 +22,8 @@ from tests.support.servers import StartWas, Was
 
 CEILING = 20
 HOLD_MS = 200  # capacity: CEILING / 0.2 s = 100 admissions/s
-TTL, HEARTBEAT = 1.0, 0.1
+TTL, HEARTBEAT, RECOVERY_WINDOW = 1.0, 0.1, 0.3
+BACKOFF_MAX = 1.0  # RedisLink's reconnect backoff ceiling
 
 
 @dataclass
@@ -36,6 +37,11 @@ class Cluster:
 
     def was_active(self) -> int:
         return int(self.was.runner.app[STATE].active)
+
+    def was_arrivals(self) -> int:
+        """Every request that reached the WAS: answered or still in it."""
+        state = self.was.runner.app[STATE]
+        return int(state.served + state.active)
 
     def reset_peak(self) -> None:
         state = self.was.runner.app[STATE]
@@ -53,7 +59,7 @@ def guard_body(redis_url: str, was_port: int, on_loss: str) -> str:
       lease_ttl: {TTL}s
       heartbeat: {int(HEARTBEAT * 1000)}ms
       redis_timeout: 100ms
-      recovery_window: 300ms
+      recovery_window: {int(RECOVERY_WINDOW * 1000)}ms
       on_redis_loss: {on_loss}
     """
 
@@ -92,7 +98,7 @@ async def test_uneven_overload_never_exceeds_the_ceiling_and_shares_fairly(
     load = uneven(cluster, 150.0)  # 1.5x the capacity, 80/15/5 over the instances
     load.start()
     try:
-        await poll_async(lambda: _at_least(cluster, CEILING - 2), 5.0, "WAS never filled up")
+        await poll_async(lambda: at_least(cluster, CEILING - 2), 5.0, "WAS never filled up")
         load.reset()
         samples = []
         for _ in range(30):  # 3 s of samples of the WAS's own count
@@ -112,7 +118,7 @@ async def test_uneven_overload_never_exceeds_the_ceiling_and_shares_fairly(
     assert doc["totals"]["site"] <= CEILING
 
 
-async def _at_least(cluster: Cluster, n: int) -> bool:
+async def at_least(cluster: Cluster, n: int) -> bool:
     return cluster.was_active() >= n
 
 
@@ -121,7 +127,7 @@ async def test_a_killed_instance_slots_return_within_ttl(cluster: Cluster) -> No
     load = Load({g.url: 50.0 for g in cluster.guards}, HOLD_MS)
     load.start()
     try:
-        await poll_async(lambda: _at_least(cluster, CEILING - 2), 5.0, "WAS never filled up")
+        await poll_async(lambda: at_least(cluster, CEILING - 2), 5.0, "WAS never filled up")
         victim = cluster.guards[2]
         victim.signal(signal.SIGKILL)
         loop = asyncio.get_running_loop()
@@ -144,45 +150,11 @@ async def test_a_killed_instance_slots_return_within_ttl(cluster: Cluster) -> No
     assert cluster.was_peak() <= CEILING
 
 
-@pytest.mark.parametrize("on_loss", ["keep", "closed"])
-async def test_redis_restarted_empty_under_load(
-    redis_server: RedisServer, start_was: StartWas, spawn_guard: SpawnGuard, on_loss: str
-) -> None:
-    cluster = await start_cluster(redis_server, start_was, spawn_guard, on_loss)
-    load = uneven(cluster, 150.0)
-    load.start()
-    try:
-        await poll_async(lambda: _at_least(cluster, CEILING - 2), 5.0, "WAS never filled up")
-        redis_server.kill()
-        loop = asyncio.get_running_loop()
-        down_at = loop.time()
-        if on_loss == "keep":  # still admitting on the kept leases after the TTL
-            await poll_async(lambda: _after(loop, down_at + TTL + 0.3), 3.0)
-            assert cluster.was_active() >= CEILING // 2
-        else:  # closed: nothing admitted once the leases expire, the WAS drains
-            await poll_async(lambda: _at_most(cluster, 0), TTL + HOLD_MS / 1000 + 1.5, "not closed")
-        redis_server.start()  # empty, same port
-        restarted = loop.time()
-
-        async def all_recovered() -> bool:
-            docs = [await cluster_doc(g) for g in cluster.guards]
-            return all(d["recoveries"] >= 1 and d["lease_valid"] for d in docs)
-
-        await poll_async(all_recovered, 3.0, "instances did not re-assert on the new Redis")
-        await poll_async(lambda: _at_least(cluster, CEILING - 2), 5.0, "no recovery")
-        print(f"{on_loss}: back to the ceiling {loop.time() - restarted:.2f} s after restart")
-        docs = [await cluster_doc(g) for g in cluster.guards]
-    finally:
-        await load.stop()
-    assert cluster.was_peak() <= CEILING
-    assert sum(d["degraded_decisions"] for d in docs) > 0
-
-
 async def test_a_paused_redis_trips_the_deadline_and_keeps_the_ceiling(cluster: Cluster) -> None:
     load = uneven(cluster, 150.0)
     load.start()
     try:
-        await poll_async(lambda: _at_least(cluster, CEILING - 2), 5.0, "WAS never filled up")
+        await poll_async(lambda: at_least(cluster, CEILING - 2), 5.0, "WAS never filled up")
         cluster.redis.pause()
         loop = asyncio.get_running_loop()
         paused_at = loop.time()
@@ -191,7 +163,7 @@ async def test_a_paused_redis_trips_the_deadline_and_keeps_the_ceiling(cluster: 
             return not (await cluster_doc(cluster.guards[0]))["redis_up"]
 
         await poll_async(redis_down, 2.0, "the deadline never tripped")
-        await poll_async(lambda: _after(loop, paused_at + 1.5), 3.0)
+        await poll_async(lambda: after(loop, paused_at + 1.5), 3.0)
         assert cluster.was_active() >= CEILING // 2  # keep: still serving
         cluster.redis.resume()
 
@@ -204,9 +176,9 @@ async def test_a_paused_redis_trips_the_deadline_and_keeps_the_ceiling(cluster: 
     assert cluster.was_peak() <= CEILING
 
 
-async def _after(loop: asyncio.AbstractEventLoop, when: float) -> bool:
+async def after(loop: asyncio.AbstractEventLoop, when: float) -> bool:
     return loop.time() >= when
 
 
-async def _at_most(cluster: Cluster, n: int) -> bool:
+async def at_most(cluster: Cluster, n: int) -> bool:
     return cluster.was_active() <= n

@@ -54,9 +54,11 @@ def test_rate_shares_and_bursts() -> None:
     assert (
         lease.rate_want(arrivals_milli=9000, h=100, fair=3000, overloaded=True, cap=10_000) == 3000
     )
-    assert lease.burst_share(burst=20, rate_share=5000, rate_cap=10_000) == 10
-    assert lease.burst_share(burst=20, rate_share=1, rate_cap=10_000) == 1
-    assert lease.burst_share(burst=20, rate_share=0, rate_cap=10_000) == 0
+    assert lease.burst_share(burst=20, rate_share=5000, rate_cap=10_000, members=3) == 10
+    assert lease.burst_share(burst=20, rate_share=1, rate_cap=10_000, members=3) == 2
+    assert lease.burst_share(burst=5, rate_share=1, rate_cap=10_000, members=3) == 1
+    assert lease.burst_share(burst=20, rate_share=3333, rate_cap=10_000, members=3) == 7
+    assert lease.burst_share(burst=20, rate_share=0, rate_cap=10_000, members=3) == 0
 
 
 def test_ewma_follows_a_running_total() -> None:
@@ -64,3 +66,10 @@ def test_ewma_follows_a_running_total() -> None:
     for i in range(20):
         ewma.update(total=100 * i, now=i * 0.25)  # 400 per second
     assert abs(ewma.rate - 400) < 1
+
+
+def test_a_member_over_the_cap_gives_its_part_of_the_excess_back() -> None:
+    # Σ 18 after a reload to 12: this member (10, 4 in use) asks 10 - 6 = 4.
+    assert lease.give_back(wanted=10, used=4, alloc=10, total=18, cap=12) == 4
+    assert lease.give_back(wanted=10, used=8, alloc=10, total=18, cap=12) == 8  # in use stays
+    assert lease.give_back(wanted=10, used=4, alloc=10, total=12, cap=12) == 10  # not over

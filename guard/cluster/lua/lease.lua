@@ -5,7 +5,8 @@
 --
 -- KEYS: members (ZSET id -> expiry ms), tot (HASH scope -> sum of allocations),
 --       held (HASH id|scope -> alloc, id|d|scope -> demand, id -> scope list),
---       dem (HASH scope -> sum of demands), meta (HASH epoch, recover_until, reaped)
+--       dem (HASH scope -> sum of demands),
+--       meta (HASH epoch, recover_until, reaped, contended|<scope> -> until ms)
 -- ARGV: id, ttl_ms, window_ms, fresh (0|1), now_ms (0: TIME), reap_limit, idle_expire_ms,
 --       then per scope: scope, cap, used, want, demand, claim
 -- Reply: {now_ms, recovering (0|1), epoch, members, reaped,
@@ -88,7 +89,12 @@ for i = 8, #ARGV, 6 do
     - (tonumber(redis.call('HGET', held, dkey)) or 0) + demand
   local fair = cap
   if dsum > 0 then fair = math.ceil(cap * demand / dsum) end
-  local overloaded = (dsum >= cap and cap > 0) and 1 or 0
+  -- Overloaded: the demands alone fill the cap, or lately a growth was cut short for lack
+  -- of free slots (the headrooms fill it: idle slots held by quiet members while busy ones
+  -- refuse). Either way every member is held to its demand share until it passes.
+  local cfield = 'contended|' .. scope
+  local contended = now < (tonumber(redis.call('HGET', meta, cfield)) or 0)
+  local overloaded = ((dsum >= cap or contended) and cap > 0) and 1 or 0
   local alloc
   if want <= cur then
     alloc = math.max(want, used)  -- a shrink is taken as asked, never below what is in use
@@ -97,7 +103,12 @@ for i = 8, #ARGV, 6 do
   else
     local limit = want
     if overloaded == 1 then limit = math.min(want, math.max(fair, cur)) end
-    alloc = cur + math.max(0, math.min(limit - cur, cap - total))
+    local grow = math.max(0, math.min(limit - cur, cap - total))
+    if grow < limit - cur then
+      redis.call('HSET', meta, cfield, now + ttl)
+      overloaded = (cap > 0) and 1 or 0
+    end
+    alloc = cur + grow
   end
   total = total - cur + alloc
   redis.call('HSET', held, akey, alloc, dkey, demand)
