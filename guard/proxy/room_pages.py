@@ -184,6 +184,7 @@ def queue_answer(
 ) -> bytes:  # fmt: skip
     """The queue page (body_html given) or the JSON (``view_json``), never cacheable."""
     body, refresh = doc
+    extra = [QUEUE_MARK, *extra]  # a client (guard surge) tells the line from the page
     retry = (b"Retry-After", _RETRY[refresh] if refresh < 64 else str(refresh).encode())
     if body_html is not None:
         headers = [HTML_TYPE, PRIVATE, retry, CSP, *extra]
@@ -192,6 +193,7 @@ def queue_answer(
 
 
 _RETRY: Final = [str(n).encode() for n in range(64)]
+QUEUE_MARK: Final = (b"X-Guard-Queue", b"1")
 
 
 def short_retry(

@@ -1,6 +1,8 @@
 """The HTTP side of `guard surge`: keep-alive connections as raw asyncio Protocols, no task
 per request. A connection carries one request at a time (no pipelining); httptools parses the
-response and only the headers surge acts on (Set-Cookie, Retry-After) are kept.
+response and only the headers surge acts on (Set-Cookie, Retry-After, guard's X-Guard-Queue
+mark of a waiting room's answer and its X-Guard-Place/-Pass tokens) are kept, and the body
+only of a waiting room's answer (the shopper reads its status and position there).
 """
 
 from __future__ import annotations
@@ -10,16 +12,21 @@ from typing import Any, Protocol, cast
 
 import httptools
 
+MAX_BODY_PARTS = 64  # a queue answer is a few KB; a larger body is cut (surge reads its start)
+
 
 class Outcome:
     """A parsed response head, reused per connection (surge reads it before the next request)."""
 
-    __slots__ = ("cookies", "retry_after", "status")
+    __slots__ = ("body", "cookies", "queue", "retry_after", "status", "tokens")
 
     def __init__(self) -> None:
         self.status = 0
         self.retry_after: float | None = None
         self.cookies: list[bytes] = []
+        self.queue = False  # X-Guard-Queue: the waiting room's line answered, not the page
+        self.tokens: list[tuple[str, str]] = []  # X-Guard-Place / X-Guard-Pass, as sent
+        self.body: list[bytes] = []  # kept only for a queue answer
 
 
 class Owner(Protocol):
@@ -74,6 +81,9 @@ class Connection(asyncio.Protocol):
         self.outcome.status = 0
         self.outcome.retry_after = None
         self.outcome.cookies = []
+        self.outcome.queue = False
+        self.outcome.tokens = []
+        self.outcome.body = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) == 10 and name.lower() == b"set-cookie":
@@ -83,9 +93,20 @@ class Connection(asyncio.Protocol):
                 self.outcome.retry_after = max(float(value), 0.0)
             except ValueError:  # an HTTP date: surge only follows delays in seconds
                 self.outcome.retry_after = None
+        elif len(name) == 13 and name.lower() == b"x-guard-queue":
+            self.outcome.queue = True
+        elif len(name) == 13 and name.lower() == b"x-guard-place":
+            self.outcome.tokens.append(("X-Guard-Place", value.decode("latin-1")))
+        elif len(name) == 12 and name.lower() == b"x-guard-pass":
+            self.outcome.tokens.append(("X-Guard-Pass", value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self.outcome.status = self.parser.get_status_code()
+
+    def on_body(self, data: bytes) -> None:
+        body = self.outcome.body
+        if self.outcome.queue and len(body) < MAX_BODY_PARTS:
+            body.append(data)
 
     def on_message_complete(self) -> None:
         exchange, self.exchange = self.exchange, None
@@ -120,7 +141,10 @@ class Connection(asyncio.Protocol):
             self.owner.failure(self, exchange, why)
 
 
-def request_head(method: str, path: str, host: str, accept: str, cookies: dict[str, str]) -> bytes:
+def request_head(
+    method: str, path: str, host: str, accept: str, cookies: dict[str, str],
+    headers: dict[str, str] | None = None,
+) -> bytes:  # fmt: skip
     """The bytes of one GET: surge sends no body."""
     lines = [
         f"{method} {path} HTTP/1.1",
@@ -128,6 +152,8 @@ def request_head(method: str, path: str, host: str, accept: str, cookies: dict[s
         "User-Agent: guard-surge",
         f"Accept: {accept}",
     ]
+    if headers:
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
     if cookies:
         lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in cookies.items()))
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

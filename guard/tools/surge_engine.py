@@ -16,23 +16,26 @@ from typing import Any, TextIO
 
 from guard.tools.surge_args import SurgeOptions, Target
 from guard.tools.surge_client import Connection, Outcome, apply_set_cookies, request_head
-from guard.tools.surge_report import Progress, Stats
+from guard.tools.surge_report import Progress, Stats, kind_of
+from guard.tools.surge_room import Follower, Line, apply_tokens
 from guard.tools.surge_schedule import Arrivals, arrival_times
 
 HTML = "text/html,application/xhtml+xml"
 JSON = "application/json"
 MAX_NAP = 0.002  # the scheduler re-checks timers (retries) at least this often
 # One record per request: shopper, page index, attempt, due, sent, done (seconds from the
-# start), status (0 when no response), Retry-After or None, error kind or "".
-Record = tuple[int, int, int, float, float, float, int, float | None, str]
+# start), status (0 when no response), Retry-After or None, error kind or "", and the class:
+# admitted, line (a waiting room's answer), waiting, refused or error. A shopper's n-th
+# request (from 0) carries X-Request-Id: surge-<shopper>-<n>, as guard's access log shows.
+Record = tuple[int, int, int, float, float, float, int, float | None, str, str]
 
 
 class Shopper:
     """One arrival and its journey; also the request it has in flight (one at a time)."""
 
     __slots__ = (
-        "accept", "arrival", "attempt", "cookies", "due", "id", "sent", "step", "waited",
-        "waiting_since",
+        "accept", "arrival", "attempt", "cookies", "due", "id", "line", "sends", "sent", "step",
+        "tokens", "waited", "waiting_since",
     )  # fmt: skip
 
     def __init__(self, ident: int, arrival: float, accept: str) -> None:
@@ -46,6 +49,9 @@ class Shopper:
         self.cookies: dict[str, str] = {}
         self.waiting_since: float | None = None  # due time of the first refused attempt
         self.waited: float | None = None  # total time spent waiting, once it has waited
+        self.line: Line | None = None  # in a waiting room's line
+        self.tokens: dict[str, str] | None = None if accept == HTML else {}  # an app's X-Guard-*
+        self.sends = 0
 
 
 class Engine:
@@ -58,6 +64,7 @@ class Engine:
         self.arrivals = Arrivals(arrival_times(options.shape, options.poisson, options.seed))
         self.rng = random.Random(options.seed)
         self.stats = Stats(expected=options.shape.expected())
+        self.follower = Follower(self.stats, options.patience)
         self.records: list[Record] | None = [] if options.keep_records else None
         self.progress: TextIO | None = None
         self.ticker = Progress()
@@ -142,8 +149,14 @@ class Engine:
             self._send(idle.pop(), pending.popleft(), now)
 
     def _send(self, conn: Connection, shopper: Shopper, now: float) -> None:
-        path = self.options.paths[shopper.step]
-        head = request_head("GET", path, self.target.host_header, shopper.accept, shopper.cookies)
+        line, tokens = shopper.line, shopper.tokens
+        path = line.poll if line is not None and line.poll else self.options.paths[shopper.step]
+        headers = {"X-Request-Id": f"surge-{shopper.id}-{shopper.sends}"}
+        if tokens:
+            headers.update(tokens)
+        shopper.sends += 1
+        host = self.target.host_header
+        head = request_head("GET", path, host, shopper.accept, shopper.cookies, headers)
         conn.send(shopper, head, now)
         lag = now - shopper.due
         self.stats.lag.append(lag)
@@ -192,18 +205,27 @@ class Engine:
             self.idle.append(conn)
         if outcome.cookies:
             apply_set_cookies(shopper.cookies, outcome.cookies)
+        if outcome.tokens and shopper.tokens is not None:
+            apply_tokens(shopper.tokens, outcome.tokens)
         status, retry_after = outcome.status, outcome.retry_after
-        self._record(shopper, now, status, retry_after, "")
+        kind = kind_of(status, retry_after, outcome.queue)
+        self._record(shopper, now, status, retry_after, "", kind)
         stats = self.stats
-        if 200 <= status < 400:
+        if kind == "line":  # guard's queue page, app JSON or poll: in line, never admitted
+            due = self.follower.answer(shopper, now, outcome)
+            if due is None:  # sold out, or out of patience
+                self.alive -= 1
+            else:
+                self._later(shopper, due)
+        elif kind == "admitted":
             self._admitted(shopper, now)
-        elif status in (503, 429) and retry_after is not None:
+        elif retry_after is not None and status in (503, 429):
             if status == 503:
                 stats.waiting += 1
             else:
                 stats.refused += 1
             self._wait(shopper, now, retry_after)
-        elif status in (403, 429):
+        elif kind == "refused":
             stats.refused += 1
             stats.shoppers_refused += 1
             self.alive -= 1
@@ -215,7 +237,7 @@ class Engine:
 
     def failure(self, conn: Connection | None, shopper: Shopper, why: str) -> None:
         now = self.clock()
-        self._record(shopper, now, 0, None, why)
+        self._record(shopper, now, 0, None, why, "error")
         self.stats.errors[why] += 1
         self.stats.shoppers_failed += 1
         self.alive -= 1
@@ -234,6 +256,9 @@ class Engine:
         if shopper.waiting_since is not None:
             shopper.waited = (shopper.waited or 0.0) + shopper.due - shopper.waiting_since
             shopper.waiting_since = None
+        in_line = self.follower.admitted(shopper, now)
+        if in_line is not None:
+            shopper.waited = (shopper.waited or 0.0) + in_line
         shopper.step += 1
         shopper.attempt = 0
         if shopper.step < len(self.options.paths):
@@ -265,11 +290,12 @@ class Engine:
             heapq.heappush(self.timers, (due, shopper.id, shopper))
 
     def _record(
-        self, shopper: Shopper, now: float, status: int, retry_after: float | None, error: str
-    ) -> None:
+        self, shopper: Shopper, now: float, status: int, retry_after: float | None, error: str,
+        kind: str,
+    ) -> None:  # fmt: skip
         if self.records is not None:
             t0 = self.t0
             self.records.append(
                 (shopper.id, shopper.step, shopper.attempt, shopper.due - t0,
-                 shopper.sent - t0, now - t0, status, retry_after, error)
+                 shopper.sent - t0, now - t0, status, retry_after, error, kind)
             )  # fmt: skip

@@ -1,10 +1,11 @@
 """What `guard surge` counts, and how it tells it: the progress line and the final summary.
 
-Two views. Requests: every request sent lands in exactly one class (admitted, waiting page,
-refused, error), so the classes add up to `requests`. Shoppers: every arrival ends in exactly
-one outcome (done, gave up, refused, failed). Latencies of admitted requests are measured from
-the time the request was due, not from when it was sent (coordinated omission); `lag` is how
-late surge itself sent requests relative to their due time — its own trustworthiness.
+Two views. Requests: every request sent lands in exactly one class (admitted, in line: a
+waiting room's answer, waiting page, refused, error), so the classes add up to `requests`.
+Shoppers: every arrival ends in exactly one outcome (done, gave up, sold out, refused,
+failed). Latencies of admitted requests are measured from the time the request was due, not
+from when it was sent (coordinated omission); `lag` is how late surge itself sent requests
+relative to their due time — its own trustworthiness.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from guard.tools.surge_room import LineStats, out_of_order
 
 LAG_TRUSTED = 0.050  # lag p99 above this: the generator, not the target, shaped the numbers
 
@@ -41,6 +44,7 @@ class Stats:
     gave_up: int = 0
     shoppers_refused: int = 0
     shoppers_failed: int = 0
+    line: LineStats = field(default_factory=LineStats)  # the waiting room, as shoppers saw it
     latency: array[float] = field(default_factory=lambda: array("d"))
     waits: array[float] = field(default_factory=lambda: array("d"))
     lag: array[float] = field(default_factory=lambda: array("d"))
@@ -52,11 +56,13 @@ class Stats:
 
     @property
     def requests(self) -> int:
-        return self.admitted + self.waiting + self.refused + sum(self.errors.values())
+        answered = self.admitted + self.line.answers + self.waiting + self.refused
+        return answered + sum(self.errors.values())
 
     @property
     def in_flight(self) -> int:
-        ended = self.done + self.gave_up + self.shoppers_refused + self.shoppers_failed
+        ended = self.done + self.gave_up + self.line.sold_out + self.shoppers_refused
+        ended += self.shoppers_failed
         return self.arrivals - ended
 
 
@@ -70,6 +76,7 @@ def summary(stats: Stats) -> dict[str, Any]:
         "achieved_rate": round(stats.arrivals / window, 1) if window else 0.0,
         "requests": stats.requests,
         "admitted": stats.admitted,
+        "in_line": stats.line.answers,
         "waiting_page": stats.waiting,
         "refused": stats.refused,
         "errors": sum(stats.errors.values()),
@@ -78,16 +85,39 @@ def summary(stats: Stats) -> dict[str, Any]:
             "done": stats.done,
             "queued": stats.queued,
             "gave_up": stats.gave_up,
+            "sold_out": stats.line.sold_out,
             "refused": stats.shoppers_refused,
             "failed": stats.shoppers_failed,
             "in_flight_at_end": stats.in_flight,
         },
         "latency_ms": _ms(stats.latency),
         "wait_ms": _ms(stats.waits),
+        "waiting_room": waiting_room(stats.line),
         "lag_ms": _ms(stats.lag),
         "connections": {"limit": stats.connections, "peak": stats.peak_connections},
         "elapsed_s": round(stats.elapsed, 3),
         "trustworthy": lag_p99 <= LAG_TRUSTED,
+    }
+
+
+def waiting_room(line: LineStats) -> dict[str, Any]:
+    """The line as its shoppers saw it: who got in, after how long, and in what order."""
+    bad, pairs = out_of_order(line.lines)
+    positions = line.positions
+    return {
+        "shoppers": line.shoppers,
+        "admitted": line.admitted,
+        "sold_out": line.sold_out,
+        "gave_up": line.gave_up,
+        "wait_ms": _ms(line.waits),
+        "first_position": {
+            "p50": percentile(positions, 50),
+            "p99": percentile(positions, 99),
+            "max": max(positions, default=0.0),
+        },
+        "pairs": pairs,
+        "pairs_out_of_order": bad,
+        "in_order_share": round(1 - bad / pairs, 4) if pairs else 1.0,
     }
 
 
@@ -97,6 +127,19 @@ def _ms(values: array[float]) -> dict[str, float]:
         "p99": round(percentile(values, 99) * 1000, 2),
         "max": round(max(values, default=0.0) * 1000, 2),
     }
+
+
+def kind_of(status: int, retry_after: float | None, queue: bool) -> str:
+    """A response's class in the summary (a waiting room's answer first: its 200 is no entry)."""
+    if queue:
+        return "line"
+    if 200 <= status < 400:
+        return "admitted"
+    if status == 503 and retry_after is not None:
+        return "waiting"
+    if status in (403, 429):
+        return "refused"
+    return "error"
 
 
 def to_json(stats: Stats) -> str:
@@ -114,6 +157,7 @@ def to_text(stats: Stats) -> str:
         ("mean arrival rate", f"{doc['achieved_rate']:g}/s over {window:g} s"),
         ("requests", f"{doc['requests']}"),
         ("  admitted", _share(doc["admitted"], doc["requests"])),
+        ("  in line", _share(doc["in_line"], doc["requests"])),
         ("  waiting page", _share(doc["waiting_page"], doc["requests"])),
         ("  refused", _share(doc["refused"], doc["requests"])),
         ("  errors", f"{_share(doc['errors'], doc['requests'])}  ({kinds})"),
@@ -124,9 +168,11 @@ def to_text(stats: Stats) -> str:
         ("shoppers done", f"{shoppers['done']}"),
         ("  queued", f"{shoppers['queued']}  wait p50 {wait['p50']:g} ms  p99 {wait['p99']:g} ms"),
         ("gave up", f"{shoppers['gave_up']}"),
+        ("sold out", f"{shoppers['sold_out']}"),
         ("refused / failed", f"{shoppers['refused']} / {shoppers['failed']}"),
         ("in flight at end", f"{shoppers['in_flight_at_end']}"),
         ("surge lag", f"p99 {lag['p99']:g} ms  max {lag['max']:g} ms"),
+        *_room_rows(doc["waiting_room"]),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
@@ -143,6 +189,25 @@ def to_text(stats: Stats) -> str:
             "waited for one (counted in their latency): raise --connections"
         )
     return "\n".join(lines)
+
+
+def _room_rows(room: dict[str, Any]) -> list[tuple[str, str]]:
+    if not room["shoppers"]:
+        return []
+    wait, first = room["wait_ms"], room["first_position"]
+    return [
+        (
+            "waiting room",
+            f"{room['shoppers']} shoppers in line: admitted {room['admitted']}, "
+            f"sold out {room['sold_out']}, gave up {room['gave_up']}",
+        ),
+        ("  line wait", f"p50 {wait['p50']:g} ms  p99 {wait['p99']:g} ms  max {wait['max']:g} ms"),
+        ("  first position", f"p50 {first['p50']:g}  p99 {first['p99']:g}  max {first['max']:g}"),
+        (
+            "  arrival order",
+            f"{100 * room['in_order_share']:.1f}% of {room['pairs']} pairs let in in order",
+        ),
+    ]
 
 
 def _share(count: int, total: int) -> str:
@@ -162,6 +227,7 @@ class Progress:
             "arr": stats.arrivals,
             "ok": stats.admitted,
             "wait": stats.waiting,
+            "line": stats.line.answers,
             "ref": stats.refused,
             "err": sum(stats.errors.values()),
         }
