@@ -13,6 +13,8 @@ the targets are ratios to nginx in bench/run.py.
     .venv/bin/python bench/inproc.py --rules 500     # the same with 500 rules
     .venv/bin/python bench/inproc.py --profile       # cProfile (names functions only when
                                                      # the request path runs interpreted)
+    .venv/bin/python bench/inproc.py --room arriving # a waiting room (bench/cases/queue.py's
+    .venv/bin/python bench/inproc.py --room polling  # config): new shoppers, or queued polls
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -47,18 +50,25 @@ RESPONSE = (
 )
 
 
+ARRIVAL = b"GET /sale/item HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAccept: application/json\r\n\r\n"
+POLL = b"GET /__guard/queue?room=sale HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nX-Guard-Place: %s\r\n\r\n"
+
+
 class RecordingTransport:
-    """The parts of a uvloop transport that guard calls; written bytes are only counted."""
+    """The parts of a uvloop transport that guard calls; written bytes are only counted
+    (and the last write kept, to read a place out of it)."""
 
     def __init__(self, peer: tuple[str, int]) -> None:
         self.peer = peer
         self.written = 0
         self.writes = 0
         self.closing = False
+        self.last = b""
 
     def write(self, data: bytes) -> None:
         self.written += len(data)
         self.writes += 1
+        self.last = data
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.peer if name == "peername" else default
@@ -83,17 +93,21 @@ class RecordingTransport:
 
 
 async def build(
-    workdir: Path, rules: int
+    workdir: Path, rules: int, room: bool = False
 ) -> tuple[ClientConnection, UpstreamConnection, RecordingTransport]:
     cfg = write_guard_config(
         workdir / "guard.yaml",
         port=1,
         admin_port=2,
         backends=[{"name": "b", "url": "http://127.0.0.1:9", "max_active": 50000}],
-        rules=bench_rules(rules),
+        rules=ROOM_RULES if room else bench_rules(rules),
         access_log=workdir / "access.log",
     )
+    if room:
+        with_room(cfg)
     runtime = Runtime(cfg)
+    if room:  # someone waits: every arrival takes a place (no straight-through entry)
+        runtime.gen.rooms.by_name["sale"].controller.take_place(time.time())  # type: ignore[union-attr]
     runtime.server = server = ProxyServer(runtime.gen)
     conn = ClientConnection(server)
     client = RecordingTransport(("127.0.0.1", 40000))
@@ -102,6 +116,39 @@ async def build(
     up.connection_made(RecordingTransport(("127.0.0.1", 9)))  # type: ignore[arg-type]
     up.pool.put_idle(up)
     return conn, up, client
+
+
+ROOM_RULES = [
+    {"name": "event", "path": "/event/**"},
+    {"name": "sale", "path": "/sale/**", "room": "sale"},
+]
+
+
+def with_room(path: Path) -> None:
+    """bench/cases/queue.py's room: admit_rate 1/m, so the line stands still."""
+    from cases.queue import ROOM
+
+    cfg = yaml.safe_load(path.read_text())
+    cfg["rooms"] = [ROOM]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def take_place(conn: ClientConnection, client: RecordingTransport) -> bytes:
+    conn.data_received(ARRIVAL)
+    for line in client.last.split(b"\r\n"):
+        if line.startswith(b"X-Guard-Place: "):
+            return line.partition(b": ")[2]
+    sys.exit(f"the room issued no place: {client.last[:200]!r}")
+
+
+def run_room(conn: ClientConnection, client: RecordingTransport, request: bytes, n: int) -> None:
+    """``n`` requests the room answers by itself (no backend): arrivals or polls."""
+    feed_request = conn.data_received
+    before = client.writes
+    for _ in range(n):
+        feed_request(request)
+    if client.writes - before != n:
+        sys.exit(f"guard did not answer every request ({client.writes - before} of {n})")
 
 
 def run(conn: ClientConnection, up: UpstreamConnection, client: RecordingTransport, n: int) -> None:
@@ -120,22 +167,31 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rules", type=int, default=5, help="rules in the config (>= 5)")
     parser.add_argument("--profile", action="store_true", help="cProfile one round")
+    parser.add_argument(
+        "--room", choices=("arriving", "polling"), help="a waiting room answers instead"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="guard-inproc-") as tmp:
-        conn, up, client = await build(Path(tmp), args.rules)
-        run(conn, up, client, 1000)  # warm-up
+        conn, up, client = await build(Path(tmp), args.rules, args.room is not None)
+        if args.room is None:
+            one_round = lambda n: run(conn, up, client, n)  # noqa: E731
+        else:
+            request = ARRIVAL if args.room == "arriving" else POLL % take_place(conn, client)
+            one_round = lambda n: run_room(conn, client, request, n)  # noqa: E731
+        one_round(1000)  # warm-up
         if args.profile:
             prof = cProfile.Profile()
-            prof.runcall(run, conn, up, client, args.requests)
+            prof.runcall(one_round, args.requests)
             pstats.Stats(prof).sort_stats("tottime").print_stats(30)
             return
         best = float("inf")
         for _ in range(args.rounds):
             t0 = time.process_time()
-            run(conn, up, client, args.requests)
+            one_round(args.requests)
             best = min(best, time.process_time() - t0)
         per = best / args.requests * 1e6
-        print(f"data path {data_path()}: {per:.2f} µs of user-space CPU per request")
+        what = f"room {args.room}" if args.room else "request"
+        print(f"data path {data_path()}: {per:.2f} µs of user-space CPU per {what}")
 
 
 if __name__ == "__main__":
