@@ -16,6 +16,8 @@ the targets are ratios to nginx in bench/run.py.
     .venv/bin/python bench/inproc.py --cluster redis://127.0.0.1:6379/0
                                                      # cluster mode: the lease manager runs
                                                      # against that Redis, between requests
+    .venv/bin/python bench/inproc.py --room arriving # a waiting room (bench/cases/queue.py's
+    .venv/bin/python bench/inproc.py --room polling  # config): new shoppers, or queued polls
 
 The loop yields to the event loop every YIELD_EVERY requests (so a background task such as
 the lease manager runs as it would between a server's reads), with or without --cluster.
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,6 +55,8 @@ RESPONSE = (
     + b"x" * 1023
     + b"\n"
 )
+ARRIVAL = b"GET /sale/item HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAccept: application/json\r\n\r\n"
+POLL = b"GET /__guard/queue?room=sale HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nX-Guard-Place: %s\r\n\r\n"
 YIELD_EVERY = 100
 CLUSTER = """
 cluster:
@@ -61,17 +66,20 @@ cluster:
 
 
 class RecordingTransport:
-    """The parts of a uvloop transport that guard calls; written bytes are only counted."""
+    """The parts of a uvloop transport that guard calls; written bytes are only counted
+    (and the last write kept, to read a place out of it)."""
 
     def __init__(self, peer: tuple[str, int]) -> None:
         self.peer = peer
         self.written = 0
         self.writes = 0
         self.closing = False
+        self.last = b""
 
     def write(self, data: bytes) -> None:
         self.written += len(data)
         self.writes += 1
+        self.last = data
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.peer if name == "peername" else default
@@ -96,7 +104,7 @@ class RecordingTransport:
 
 
 async def build(
-    workdir: Path, rules: int, cluster: str | None = None
+    workdir: Path, rules: int, cluster: str | None = None, room: bool = False
 ) -> tuple[Runtime, ClientConnection, UpstreamConnection, RecordingTransport]:
     cfg = write_guard_config(
         workdir / "guard.yaml",
@@ -105,12 +113,18 @@ async def build(
         backends=[{"name": "b", "url": "http://127.0.0.1:9", "max_active": 50000}],
         # Cluster mode: a rate whose first share (a tenth of it, before any arrivals are
         # measured) is far above this loop's pace; the bucket starts empty and fills at it.
-        rules=bench_rules(rules, top_rate="100000000/s" if cluster else "1000000/s"),
+        rules=ROOM_RULES
+        if room
+        else bench_rules(rules, top_rate="100000000/s" if cluster else "1000000/s"),
         access_log=workdir / "access.log",
     )
     if cluster is not None:
         cfg.write_text(cfg.read_text() + CLUSTER.format(url=cluster))
+    if room:
+        with_room(cfg)
     runtime = Runtime(cfg)
+    if room:  # someone waits: every arrival takes a place (no straight-through entry)
+        runtime.gen.rooms.by_name["sale"].controller.take_place(time.time())  # type: ignore[union-attr]
     if runtime.cluster is not None:  # one lease before serving, then the manager's task
         await runtime.cluster.start(lambda: runtime.gen.admission, runtime.clocks.monotonic)
     runtime.server = server = ProxyServer(runtime.gen)
@@ -121,6 +135,41 @@ async def build(
     up.connection_made(RecordingTransport(("127.0.0.1", 9)))  # type: ignore[arg-type]
     up.pool.put_idle(up)
     return runtime, conn, up, client
+
+
+ROOM_RULES = [
+    {"name": "event", "path": "/event/**"},
+    {"name": "sale", "path": "/sale/**", "room": "sale"},
+]
+
+
+def with_room(path: Path) -> None:
+    """bench/cases/queue.py's room: admit_rate 1/m, so the line stands still."""
+    from cases.queue import ROOM
+
+    cfg = yaml.safe_load(path.read_text())
+    cfg["rooms"] = [ROOM]
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def take_place(conn: ClientConnection, client: RecordingTransport) -> bytes:
+    conn.data_received(ARRIVAL)
+    for line in client.last.split(b"\r\n"):
+        if line.startswith(b"X-Guard-Place: "):
+            return line.partition(b": ")[2]
+    sys.exit(f"the room issued no place: {client.last[:200]!r}")
+
+
+async def run_room(
+    conn: ClientConnection, client: RecordingTransport, request: bytes, n: int
+) -> None:
+    """``n`` requests the room answers by itself (no backend): arrivals or polls."""
+    feed_request = conn.data_received
+    before = client.writes
+    for _ in range(n):
+        feed_request(request)
+    if client.writes - before != n:
+        sys.exit(f"guard did not answer every request ({client.writes - before} of {n})")
 
 
 async def run(
@@ -144,9 +193,14 @@ async def main() -> None:
     parser.add_argument("--rules", type=int, default=5, help="rules in the config (>= 5)")
     parser.add_argument("--profile", action="store_true", help="cProfile one round")
     parser.add_argument("--cluster", metavar="REDIS_URL", help="cluster mode on this Redis")
+    parser.add_argument(
+        "--room", choices=("arriving", "polling"), help="a waiting room answers instead"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="guard-inproc-") as tmp:
-        runtime, conn, up, client = await build(Path(tmp), args.rules, args.cluster)
+        runtime, conn, up, client = await build(
+            Path(tmp), args.rules, args.cluster, args.room is not None
+        )
         try:
             await measure(args, conn, up, client)
         finally:
@@ -161,21 +215,27 @@ async def measure(
     up: UpstreamConnection,
     client: RecordingTransport,
 ) -> None:
-    await run(conn, up, client, 1000)  # warm-up
+    if args.room is None:
+        one_round = lambda n: run(conn, up, client, n)  # noqa: E731
+    else:
+        request = ARRIVAL if args.room == "arriving" else POLL % take_place(conn, client)
+        one_round = lambda n: run_room(conn, client, request, n)  # noqa: E731
+    await one_round(1000)  # warm-up
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        await run(conn, up, client, args.requests)
+        await one_round(args.requests)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
     best = float("inf")
     for _ in range(args.rounds):
         t0 = time.process_time()
-        await run(conn, up, client, args.requests)
+        await one_round(args.requests)
         best = min(best, time.process_time() - t0)
     per = best / args.requests * 1e6
-    print(f"data path {data_path()}: {per:.2f} µs of user-space CPU per request")
+    what = f"room {args.room}" if args.room else "request"
+    print(f"data path {data_path()}: {per:.2f} µs of user-space CPU per {what}")
 
 
 def report_cluster(runtime: Runtime) -> None:

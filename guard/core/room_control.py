@@ -162,10 +162,12 @@ class RoomController:
     def order_of(self, number: int) -> int:
         return self._shuffle.order(number)
 
-    def take_place(self, wall: float) -> Place | None:
+    def take_place(self, wall: float, state: str = "") -> Place | None:
         """A new place at the back, or None while the room takes none (closed, ended or
-        before its pre-queue)."""
-        if self.state(wall) not in (QUEUEING, PAUSED, PREQUEUE):
+        before its pre-queue). ``state``: ``state(wall)`` if the caller has it already."""
+        if not state:
+            state = self.state(wall)
+        if state not in (QUEUEING, PAUSED, PREQUEUE):
             return None
         number = self.store.issue()
         if number <= 0:  # a shared store with no number at hand (cluster mode): next poll
@@ -173,13 +175,14 @@ class RoomController:
         stamp = int(wall)
         return Place(number, stamp, stamp)
 
-    def can_enter_directly(self, now: float, wall: float) -> bool:
+    def can_enter_directly(self, now: float, wall: float, state: str = "") -> bool:
         """Straight through: the room runs, nobody waits, the direct rate has room. Then
-        the proxy runs the ceilings and, only if they admit, calls enter_directly()."""
+        the proxy runs the ceilings and, only if they admit, calls enter_directly().
+        ``state`` as in take_place."""
         store = self.store
         return (
             self.brake > 0.0
-            and self.state(wall) == QUEUEING
+            and (state or self.state(wall)) == QUEUEING
             and math.floor(store.watermark()) == store.issued()
             and self._direct.has_token(now)
         )
@@ -216,9 +219,10 @@ class RoomController:
         stamp = int(wall)
         return Pass(number, stamp, stamp, stamp + math.ceil(self.params.pass_max), flags)
 
-    def view(self, place: Place, wall: float) -> PlaceView:
-        """What a poll shows for a valid place."""
-        state = self.state(wall)
+    def view(self, place: Place, wall: float, state: str = "") -> PlaceView:
+        """What a poll shows for a valid place (``state`` as in take_place)."""
+        if not state:
+            state = self.state(wall)
         if state == PREQUEUE:
             eta = self.schedule.seconds_until_start(wall)
             return PlaceView(PREQUEUE, 0, eta, False, wall + eta, self.params.refresh_max)

@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 MALFORMED: Final = "malformed"
 BAD_MAC: Final = "bad_mac"
@@ -62,6 +62,9 @@ _SUBKEY_LABEL: Final = b"guard room token v1"
 # base64url -> standard alphabet; "+" and "/" become "!" so strict decoding rejects them.
 _FROM_URLSAFE: Final = bytes.maketrans(b"-_+/", b"+/!!")
 _TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_SHA256_BLOCK: Final = 64
+_IPAD: Final = bytes(b ^ 0x36 for b in range(256))
+_OPAD: Final = bytes(b ^ 0x5C for b in range(256))
 
 
 def room_tag(room: str) -> int:
@@ -84,7 +87,7 @@ class KeyRing:
     elsewhere never signs something a room token could be mistaken for.
     """
 
-    __slots__ = ("_keyed", "active", "subkeys")
+    __slots__ = ("_inner", "_outer", "active", "subkeys")
 
     def __init__(self, secrets: dict[int, bytes], active: int) -> None:
         if active not in secrets:
@@ -97,17 +100,24 @@ class KeyRing:
                 raise ValueError(f"key {kid}: a secret needs at least {MIN_SECRET_BYTES} bytes")
             self.subkeys[kid] = hmac.digest(secret, _SUBKEY_LABEL, "sha256")
         self.active = active
-        # HMAC states already keyed: a copy skips hashing the key pads on every token
-        # (0.7 µs instead of 1.2 µs per MAC).
-        self._keyed = {
-            kid: hmac.new(subkey, digestmod=hashlib.sha256) for kid, subkey in self.subkeys.items()
-        }
+        # HMAC (RFC 2104) from SHA-256 states that have already hashed the key pads: a MAC
+        # is then two state copies, two updates and two digests, all in C (the hmac
+        # module's copy() and digest() run as Python code; 0.5 instead of 0.8 µs).
+        self._inner: dict[int, Any] = {}
+        self._outer: dict[int, Any] = {}
+        for kid, subkey in self.subkeys.items():
+            padded = subkey.ljust(_SHA256_BLOCK, b"\0")  # a subkey is 32 bytes: no pre-hash
+            self._inner[kid] = hashlib.sha256(padded.translate(_IPAD))
+            self._outer[kid] = hashlib.sha256(padded.translate(_OPAD))
 
     def mac(self, kid: int, body: bytes) -> bytes:
         """HMAC-SHA256(subkey[kid], body), truncated to MAC_BYTES."""
-        state = self._keyed[kid].copy()
-        state.update(body)
-        return state.digest()[:MAC_BYTES]
+        inner = self._inner[kid].copy()
+        inner.update(body)
+        outer = self._outer[kid].copy()
+        outer.update(inner.digest())
+        digest: bytes = outer.digest()
+        return digest[:MAC_BYTES]
 
 
 @dataclass(slots=True)
@@ -154,15 +164,24 @@ class RoomTokens:
         self.max_skew = max_skew
 
     def sign_place(self, place: Place) -> str:
+        return self.place_token(place).decode("ascii")
+
+    def sign_pass(self, p: Pass) -> str:
+        return self.pass_token(p).decode("ascii")
+
+    def place_token(self, place: Place) -> bytes:
+        """``sign_place`` as ASCII bytes, the form cookies and headers carry."""
         return self._sign(
             KIND_PLACE, place.flags, place.number, place.issued_at, place.seen, place.return_at
         )
 
-    def sign_pass(self, p: Pass) -> str:
+    def pass_token(self, p: Pass) -> bytes:
+        """``sign_pass`` as ASCII bytes."""
         return self._sign(KIND_PASS, p.flags, p.pass_id, p.issued_at, p.seen, p.expires_at)
 
-    def read_place(self, token: str, wall: float, hold: float) -> Place | str:
-        """The place, or the reason (one of REASONS) it is refused."""
+    def read_place(self, token: str | bytes, wall: float, hold: float) -> Place | str:
+        """The place, or the reason (one of REASONS) it is refused. ``token`` as text, or
+        as the bytes of a cookie or header (no decoding then)."""
         fields = self._open(token, KIND_PLACE)
         if isinstance(fields, str):
             return fields
@@ -173,8 +192,8 @@ class RoomTokens:
             return EXPIRED
         return Place(number, issued_at, seen, return_at, flags, kid)
 
-    def read_pass(self, token: str, wall: float, idle: float) -> Pass | str:
-        """The pass, or the reason (one of REASONS) it is refused."""
+    def read_pass(self, token: str | bytes, wall: float, idle: float) -> Pass | str:
+        """The pass, or the reason (one of REASONS) it is refused (``token`` as above)."""
         fields = self._open(token, KIND_PASS)
         if isinstance(fields, str):
             return fields
@@ -185,22 +204,21 @@ class RoomTokens:
             return EXPIRED
         return Pass(pass_id, issued_at, seen, expires_at, flags, kid)
 
-    def _sign(self, kind: int, flags: int, ident: int, iat: int, seen: int, last: int) -> str:
+    def _sign(self, kind: int, flags: int, ident: int, iat: int, seen: int, last: int) -> bytes:
         kid = self.keys.active
         body = _LAYOUT.pack(
             VERSION, kind, kid, flags, self.room, self.event, ident, iat, seen, last
         )
         raw = binascii.b2a_base64(body + self.keys.mac(kid, body), newline=False)
-        return raw.translate(_TO_URLSAFE).decode("ascii")
+        return raw.translate(_TO_URLSAFE)
 
-    def _open(self, token: str, kind: int) -> tuple[int, int, int, int, int, int] | str:
+    def _open(self, token: str | bytes, kind: int) -> tuple[int, int, int, int, int, int] | str:
         """Checks in the order of the reasons' precedence; the MAC before any field's meaning."""
         if len(token) != TOKEN_CHARS or not token.isascii():
             return MALFORMED
+        data = token.encode("ascii") if isinstance(token, str) else token
         try:
-            raw = binascii.a2b_base64(
-                token.encode("ascii").translate(_FROM_URLSAFE), strict_mode=True
-            )
+            raw = binascii.a2b_base64(data.translate(_FROM_URLSAFE), strict_mode=True)
         except binascii.Error:
             return MALFORMED
         if len(raw) != BODY_BYTES + MAC_BYTES:

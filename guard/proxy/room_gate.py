@@ -57,7 +57,7 @@ def enter(
     if found.pass_token:
         got = room.tokens.read_pass(found.pass_token, wall, room.pass_idle)
         if isinstance(got, Pass):
-            return _with_pass(room, ex, rule, got, False, found, route)
+            return _with_pass(room, ex, rule, got, False, found, route, wall)
         room.reject("pass", got)
     place: Place | None = None
     if found.place_token:
@@ -67,14 +67,16 @@ def enter(
         else:
             room.reject("place", read)
     control = room.controller
+    state = control.state(wall)  # once per request: what every step below is told
     if place is not None:
         converted = control.convert(place, wall)
         if converted is None:
-            _queue(room, ex, rule, place, control.renewed_place(place, wall), found)
+            renewed = control.renewed_place(place, wall)
+            _queue(room, ex, rule, place, renewed, found, wall, state)
             return None
         room.count("replayed" if converted[1] else "converted")
-        return _with_pass(room, ex, rule, converted[0], True, found, route)
-    if control.can_enter_directly(now, wall):
+        return _with_pass(room, ex, rule, converted[0], True, found, route, wall)
+    if control.can_enter_directly(now, wall, state):
         decision = adm.admit(rule, req.meta.client, route)
         if isinstance(decision, Ticket):
             minted = control.enter_directly(now, wall)
@@ -88,15 +90,14 @@ def enter(
             decision.release()  # someone queued meanwhile: behind them
         elif decision is None or decision.outcome != "over_capacity":
             return decision
-    new = control.take_place(wall)
+    new = control.take_place(wall, state)
     if new is None:  # the room takes no places now
-        state = control.state(wall)
         if state in (NOT_STARTED, ENDED):
             return _plain(room, ex, rule, now, wall, route)
-        _queue(room, ex, rule, None, None, found)
+        _queue(room, ex, rule, None, None, found, wall, state)
         return None
     room.count("issued")
-    _queue(room, ex, rule, new, new, found)
+    _queue(room, ex, rule, new, new, found, wall, state)
     return None
 
 
@@ -125,10 +126,10 @@ def _with_pass(
     fresh: bool,
     found: Presented,
     route: str | None,
+    wall: float,
 ) -> Ticket | Refusal | None:
     """A pass holder: the per-pass cap, then every ceiling as usual."""
     req, gen = ex.req, ex.gen
-    wall = room.wall()
     renewed = room.renewed_pass(p, wall) if not fresh else p
     extra = room.pass_headers(renewed, wall, found.header_mode) if renewed is not None else []
     if fresh:
@@ -166,13 +167,14 @@ def _queue(
     place: Place | None,
     to_sign: Place | None,
     found: Presented,
+    wall: float,
+    state: str,
 ) -> None:
     """The queue page or JSON for ``place`` (None: the room is closed to new places)."""
     req = ex.req
-    wall = room.wall()
-    view = room.view(place, wall)
+    view = room.view(place, wall, state)
     extra = room.place_headers(to_sign, wall, found.header_mode) if to_sign is not None else []
-    doc = view_json(room.name, room.controller.state(wall), view, _returns(room, place, view, wall))
+    doc = view_json(room.name, state, view, _returns(room, place, view, wall))
     html_ok = req.meta.accept_html and req.method in _PAGE_METHODS and not found.header_mode
     body = None
     if html_ok:
@@ -188,8 +190,7 @@ def poll(ex: Exchange, target: str) -> None:
     """``GET /__guard/queue?room=NAME``: where a place stands. Renews a queued place's
     ``seen``; an admitted place turns into its pass here (never renewed after that)."""
     adm = ex.gen.admission
-    rooms = ex.gen.rooms
-    room = rooms.by_name.get(_query(target, "room")) if rooms is not None else None
+    room, back = _polled_room(ex.gen.rooms, target)
     if room is None or ex.req.method not in _PAGE_METHODS:
         adm.record(adm.default_rule, "bad_request")
         if room is None:
@@ -198,15 +199,16 @@ def poll(ex: Exchange, target: str) -> None:
     ex.outcome = "queue_poll"
     adm.record(adm.default_rule, "queue_poll")
     wall = room.wall()
+    state = room.controller.state(wall)
     found = presented(room, ex.req.headers, ex.req.meta)
     extra: list[Header] = []
-    view = PlaceView(NONE, refresh_seconds=room.controller.params.refresh_max)
+    view: PlaceView | None = None
     place: Place | None = None
     if found.pass_token:
         got = room.tokens.read_pass(found.pass_token, wall, room.pass_idle)
         if isinstance(got, Pass):
             view = PlaceView(ADMITTED, 0, 0.0, True, wall, 0.0)
-            found.place_token = ""
+            found.place_token = b""
         else:
             room.reject("pass", got)
     if found.place_token:
@@ -215,21 +217,33 @@ def poll(ex: Exchange, target: str) -> None:
             place = read
         else:
             room.reject("place", read)
-            place = room.controller.take_place(wall)  # a fresh place, at the back
+            place = room.controller.take_place(wall, state)  # a fresh place, at the back
             if place is not None:
                 room.count("issued")
                 extra = room.place_headers(place, wall, found.header_mode)
         if place is not None:
-            view, extra = _poll_place(room, place, wall, found, extra)
-            if view.status == QUEUED and _query(target, "return") == "1":
+            view, extra = _poll_place(room, place, wall, state, found, extra)
+            if view.status == QUEUED and back:
                 place, extra = _return(room, place, view, wall, found, extra)
-    returns = _returns(room, place, view, wall)
-    doc = view_json(room.name, room.controller.state(wall), view, returns)
+    if view is None:
+        view = PlaceView(NONE, refresh_seconds=room.controller.params.refresh_max)
+    doc = view_json(room.name, state, view, _returns(room, place, view, wall))
     ex.answer(queue_answer(200, doc, None, extra, _closes(ex), _head(ex)), 200)
 
 
+def _polled_room(rooms: RoomTable | None, target: str) -> tuple[Room | None, bool]:
+    """The room a poll names and whether it asks for a return time (``return=1``)."""
+    if rooms is None:
+        return None, False
+    query = target.partition("?")[2]
+    room = rooms.by_query.get(query)  # the usual "room=NAME" alone
+    if room is not None:
+        return room, False
+    return rooms.by_name.get(_query(query, "room")), _query(query, "return") == "1"
+
+
 def _poll_place(
-    room: Room, place: Place, wall: float, found: Presented, extra: list[Header]
+    room: Room, place: Place, wall: float, state: str, found: Presented, extra: list[Header]
 ) -> tuple[PlaceView, list[Header]]:
     converted = room.controller.convert(place, wall)
     if converted is not None:
@@ -241,7 +255,7 @@ def _poll_place(
         renewed = room.controller.renewed_place(place, wall)
         if renewed is not None:
             extra = room.place_headers(renewed, wall, found.header_mode)
-    return room.view(place, wall), extra
+    return room.view(place, wall, state), extra
 
 
 def _return(
@@ -264,8 +278,7 @@ def _returns(room: Room, place: Place | None, view: PlaceView, wall: float) -> R
     return Returns(offered, float(place.return_at))
 
 
-def _query(target: str, name: str) -> str:
-    _, _, query = target.partition("?")
+def _query(query: str, name: str) -> str:
     for pair in query.split("&"):
         key, _, value = pair.partition("=")
         if key == name:

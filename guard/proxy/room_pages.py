@@ -166,34 +166,63 @@ def _clock(wall: float) -> str:
     return datetime.fromtimestamp(wall).astimezone().strftime("%H:%M")
 
 
-def cookie(name: bytes, token: str, max_age: int, secure: bool) -> Header:
+def cookie(name: bytes, token: bytes, max_age: int, secure: bool) -> Header:
     """A guard cookie: first-party, HttpOnly, Lax (a link from a mail or a search result
     still carries it), for the whole site (the pass reaches cart and checkout)."""
-    flags = (
-        b"; Path=/; HttpOnly; SameSite=Lax; Secure"
-        if secure
-        else b"; Path=/; HttpOnly; SameSite=Lax"
-    )
-    value = b"%s=%s; Max-Age=%d%s" % (name, token.encode("ascii"), max(0, max_age), flags)
-    return (b"Set-Cookie", value)
+    flags = _SECURE_FLAGS if secure else _FLAGS
+    age = _AGES[max_age] if 0 <= max_age < len(_AGES) else str(max(0, max_age)).encode()
+    return (b"Set-Cookie", name + b"=" + token + b"; Max-Age=" + age + flags)
+
+
+_FLAGS: Final = b"; Path=/; HttpOnly; SameSite=Lax"
+_SECURE_FLAGS: Final = b"; Path=/; HttpOnly; SameSite=Lax; Secure"
+_AGES: Final = [str(n).encode() for n in range(1024)]
 
 
 def queue_answer(
     status: int, doc: tuple[bytes, int], body_html: bytes | None, extra: list[Header],
     close: bool, head: bool,
 ) -> bytes:  # fmt: skip
-    """The queue page (body_html given) or the JSON (``view_json``), never cacheable."""
+    """The queue page (body_html given) or the JSON (``view_json``), never cacheable.
+    Byte for byte ``simple_response`` with [type, PRIVATE, Retry-After, (CSP), *extra],
+    from a head cached per status: an arrival is answered in one join."""
     body, refresh = doc
-    extra = [QUEUE_MARK, *extra]  # a client (guard surge) tells the line from the page
-    retry = (b"Retry-After", _RETRY[refresh] if refresh < 64 else str(refresh).encode())
-    if body_html is not None:
-        headers = [HTML_TYPE, PRIVATE, retry, CSP, *extra]
-        return simple_response(status, headers, body_html, close, head)
-    return simple_response(status, [JSON_TYPE, PRIVATE, retry, *extra], body, close, head)
+    html = body_html is not None
+    payload = body_html if body_html is not None else body
+    out = [
+        _answer_head(status, html),
+        _RETRY[refresh] if 0 <= refresh < 64 else str(refresh).encode(),
+        _AFTER_RETRY_HTML if html else b"\r\n",
+    ]
+    for name, value in extra:
+        out += (name, b": ", value, b"\r\n")
+    out += (b"Content-Length: ", str(len(payload)).encode(), _CLOSE_END if close else b"\r\n\r\n")
+    if not head:
+        out.append(payload)
+    return b"".join(out)
 
 
 _RETRY: Final = [str(n).encode() for n in range(64)]
+# Every queue answer carries it, so a client (guard surge) tells the line from the page.
 QUEUE_MARK: Final = (b"X-Guard-Queue", b"1")
+_AFTER_RETRY_HTML: Final = b"\r\n" + CSP[0] + b": " + CSP[1] + b"\r\n"
+_CLOSE_END: Final = b"\r\nConnection: close\r\n\r\n"
+_HEADS: Final[dict[int, bytes]] = {}
+_EMPTY_END: Final = b"Content-Length: 0\r\n\r\n"
+
+
+def _answer_head(status: int, html: bool) -> bytes:
+    """The status line and the fixed headers of a queue answer, up to "Retry-After: "."""
+    key = status * 2 + 1 if html else status * 2
+    cached = _HEADS.get(key)
+    if cached is not None:
+        return cached
+    fixed = simple_response(
+        status, [HTML_TYPE if html else JSON_TYPE, PRIVATE, QUEUE_MARK], b"", False
+    )
+    head = fixed[: -len(_EMPTY_END)] + b"Retry-After: "
+    _HEADS[key] = head
+    return head
 
 
 def short_retry(

@@ -96,11 +96,13 @@ class Room:
         self.rejected[key] = self.rejected.get(key, 0) + 1
 
     # -- tokens and views ---------------------------------------------------------------
-    def view(self, place: Place | None, wall: float) -> PlaceView:
-        if place is None:
+    def view(self, place: Place | None, wall: float, state: str = "") -> PlaceView:
+        """What a poll shows; ``state``: the room's state at ``wall`` if already known."""
+        if not state:
             state = self.controller.state(wall)
+        if place is None:
             return PlaceView(state, refresh_seconds=self.controller.params.refresh_max)
-        return self.controller.view(place, wall)
+        return self.controller.view(place, wall, state)
 
     def renewed_pass(self, p: Pass, wall: float) -> Pass | None:
         if wall - p.seen < min(PASS_RENEW, self.pass_idle / 4):
@@ -108,23 +110,19 @@ class Room:
         return Pass(p.pass_id, p.issued_at, int(wall), p.expires_at, p.flags)
 
     def pass_headers(self, p: Pass, wall: float, header_mode: bool) -> list[Header]:
-        token = self.tokens.sign_pass(p)
+        token = self.tokens.pass_token(p)
         age = int(min(self.pass_idle, p.expires_at - wall))
-        out = [cookie(self.pass_cookie, token, age, self.cookie_secure)]
-        if header_mode:
-            out.append((b"X-Guard-Pass", token.encode("ascii")))
-        return out
+        cookie_header = cookie(self.pass_cookie, token, age, self.cookie_secure)
+        return [cookie_header, (b"X-Guard-Pass", token)] if header_mode else [cookie_header]
 
     def place_headers(self, place: Place, wall: float, header_mode: bool) -> list[Header]:
-        token = self.tokens.sign_place(place)
+        token = self.tokens.place_token(place)
         age = int(max(self.place_hold, place.return_at - wall))
-        out = [cookie(self.place_cookie, token, age, self.cookie_secure)]
-        if header_mode:
-            out.append((b"X-Guard-Place", token.encode("ascii")))
-        return out
+        cookie_header = cookie(self.place_cookie, token, age, self.cookie_secure)
+        return [cookie_header, (b"X-Guard-Place", token)] if header_mode else [cookie_header]
 
     def clear_place(self) -> Header:
-        return cookie(self.place_cookie, "", 0, self.cookie_secure)
+        return cookie(self.place_cookie, b"", 0, self.cookie_secure)
 
     def sold_out(self) -> None:
         """A backend said the sale is over (``X-Guard-Room: sold-out``)."""
@@ -190,12 +188,14 @@ class Passage:
 class RoomTable:
     """A generation's rooms: by rule name (the request path) and by room name (the poll)."""
 
-    __slots__ = ("by_name", "by_rule", "rules_of")
+    __slots__ = ("by_name", "by_query", "by_rule", "rules_of")
 
     def __init__(
         self, rooms: Iterable[Room], rule_rooms: dict[str, str], admission: Admission
     ) -> None:
         self.by_name: dict[str, Room] = {room.name: room for room in rooms}
+        # The poll's usual query string, "room=NAME", looked up whole (no parsing).
+        self.by_query: dict[str, Room] = {"room=" + n: room for n, room in self.by_name.items()}
         self.by_rule: dict[str, Room] = {r: self.by_name[n] for r, n in rule_rooms.items()}
         self.rules_of: dict[str, list[CompiledRule]] = {name: [] for name in self.by_name}
         for rule in admission.rules:
