@@ -84,6 +84,7 @@ class LeaseManager:
         self._not_before = 0.0
         self._empty_wait = AFTER_EMPTY_GRANT
         self.leaving = False  # the last call: give everything not in use back
+        self._fail_mode_on = False  # the fail-mode limits are applied (the lease expired)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -112,7 +113,12 @@ class LeaseManager:
                 self.clock() >= self._not_before and self._needs_call()
             ):
                 await asyncio.sleep(CHECK_EVERY)
-                self.degraded.look(_decisions(self.admission()), not self.valid())
+                expired = not self.valid()
+                if expired and not self._fail_mode_on:
+                    # At the deadline, not at the next failed call: that one may come a
+                    # heartbeat + redis_timeout later, past Redis's own expiry.
+                    self._apply_fail_mode(self.admission())
+                self.degraded.look(_decisions(self.admission()), expired)
 
     # -- one call -----------------------------------------------------------------------
     def valid(self) -> bool:
@@ -154,6 +160,7 @@ class LeaseManager:
             self._apply_fail_mode(self.admission())
 
     def _apply_fail_mode(self, adm: Admission) -> None:
+        self._fail_mode_on = True
         mode = self.cfg.on_redis_loss
         for scope, cap in self.state.caps.items():
             kept = self.state.limits.get(scope, 0)
@@ -223,6 +230,7 @@ class LeaseManager:
             st.recoveries += 1
             log.warning("cluster: Redis recovery window opened (epoch %d)", reply.epoch)
         st.epoch, st.members = reply.epoch, reply.members
+        self._fail_mode_on = False
         grew = False
         for scope, grant in reply.grants.items():
             old = self.grants.get(scope)
