@@ -4,10 +4,11 @@ Events arrive in start order; each is matched and admitted by the very Admission
 path uses, built from the candidate config. An admitted request keeps its logged duration
 and releases its ticket at admission + duration (admission is its start, unless it waited
 in a room's line: rehearse_rooms, ticked here every 0.2 s of fake time). That is
-conservative: with fewer requests inside, the backend would have answered faster. A request the log shows refused (it never
-reached a backend) but the candidate admits is given the median logged duration of the
-forwarded requests of its rule. Every backend is healthy throughout, and one process holds
-the whole of every ceiling (``workers: N`` splits them; the sum is the same).
+conservative: with fewer requests inside, the backend would have answered faster. A request
+the log shows refused (it never reached a backend) but the candidate admits is given the
+median logged duration of the forwarded requests of its rule. Every backend is healthy
+throughout, and one process holds the whole of every ceiling (``workers: N`` splits them;
+the sum is the same).
 
 Refusals are counted by what the shopper would have seen: the waiting page (over capacity
 on a ``wait`` rule; API clients get the same refusal as JSON, which a log cannot tell
