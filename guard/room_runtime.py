@@ -90,19 +90,17 @@ class RoomRegistry:
 
     def _configure(self, rc: RoomConfig) -> None:
         now = self.clocks.monotonic()
-        params = _params(rc)
-        schedule = Schedule(rc.schedule.start, rc.schedule.end, rc.schedule.prequeue)
         keys = self._keys(rc)
         room = self.rooms.get(rc.name)
         if room is None:
             store = self._store(rc)
             seed = hashlib.sha256(keys.subkeys[keys.active] + rc.name.encode()).digest()
             self._seeds[rc.name] = seed
-            controller = RoomController(params, store, schedule, seed, now)
+            controller = controller_for(rc, store, seed, now)
             room = self.rooms[rc.name] = Room(rc.name, controller, keys, self.clocks.wall)
             self._issued_at_save[rc.name] = store.issued()
         else:
-            room.controller.retune(params, schedule, now)
+            room.controller.retune(_params(rc), _schedule(rc), now)
         if rc.state_file is not None:
             self.state_files[rc.name] = rc.state_file
         else:
@@ -246,6 +244,15 @@ class RoomRegistry:
     def views(self) -> list[dict[str, Any]]:
         wall = self.clocks.wall()
         return [room.as_view(wall) for room in self.rooms.values()]
+
+
+def controller_for(rc: RoomConfig, store: RoomStore, seed: bytes, now: float) -> RoomController:
+    """A room's controller as its config says (the runtime's, and `guard rehearse`'s)."""
+    return RoomController(_params(rc), store, _schedule(rc), seed, now)
+
+
+def _schedule(rc: RoomConfig) -> Schedule:
+    return Schedule(rc.schedule.start, rc.schedule.end, rc.schedule.prequeue)
 
 
 def _params(rc: RoomConfig) -> RoomParams:

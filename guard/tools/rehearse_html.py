@@ -8,7 +8,7 @@ from html import escape
 from typing import Any, Final
 
 from guard.tools.rehearse_replay import REFUSALS
-from guard.tools.rehearse_report import to_text
+from guard.tools.rehearse_report import WAIT_SHARES, to_text
 
 __all__ = ["svg_plot", "to_html"]
 
@@ -144,15 +144,32 @@ def _sweep_plot(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _rooms_table(doc: dict[str, Any]) -> str:
+    if not doc["rooms"]:
+        return ""
+    head = ["room", "admit/s", "direct", "queued", "admitted", "longest line"]
+    head += [f"{k} wait (s)" for k, _ in WAIT_SHARES] + ["left in line"]
+    rows = [
+        [
+            r["name"], r["admit_rate"], r["shoppers_direct"], r["shoppers_queued"],
+            r["shoppers_admitted"], r["longest_line"],
+            *(r["wait_s"][k] for k, _ in WAIT_SHARES), r["requests_left_waiting"],
+        ]
+        for r in doc["rooms"]
+    ]  # fmt: skip
+    return f"<h2>Waiting rooms</h2>{_table(head, rows)}"
+
+
 def to_html(doc: dict[str, Any]) -> str:
     rules = _table(
-        ["rule", "max", "admitted", *REFUSALS, "peak", "at ceiling (s)"],
+        ["rule", "max", "admitted", *REFUSALS, "queued", "peak", "at ceiling (s)"],
         [
             [
                 r["name"],
                 r["max_active"] or "-",
                 r["admitted"],
                 *(r["refused"][k] for k in REFUSALS),
+                r["queued"],
                 r["peak_active"],
                 r["time_at_ceiling_s"],
             ]
@@ -171,7 +188,7 @@ def to_html(doc: dict[str, Any]) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         "<title>guard rehearse</title>"
         f"<style>{_STYLE}</style></head><body><h1>guard rehearse</h1>"
-        f"<h2>Rules</h2>{rules}<h2>Backends</h2>{backends}"
+        f"<h2>Rules</h2>{rules}{_rooms_table(doc)}<h2>Backends</h2>{backends}"
         f'<h2>Plots</h2><div class="plots">{plots}</div>'
         f"<h2>Report</h2><pre>{escape(to_text(doc))}</pre></body></html>\n"
     )

@@ -2,11 +2,13 @@
 
 Events arrive in start order; each is matched and admitted by the very Admission the data
 path uses, built from the candidate config. An admitted request keeps its logged duration
-and releases its ticket at start + duration. That is conservative: with fewer requests
-inside, the backend would have answered faster. A request the log shows refused (it never
-reached a backend) but the candidate admits is given the median logged duration of the
-forwarded requests of its rule. Every backend is healthy throughout, and one process holds
-the whole of every ceiling (``workers: N`` splits them; the sum is the same).
+and releases its ticket at admission + duration (admission is its start, unless it waited
+in a room's line: rehearse_rooms, ticked here every 0.2 s of fake time). That is
+conservative: with fewer requests inside, the backend would have answered faster. A request
+the log shows refused (it never reached a backend) but the candidate admits is given the
+median logged duration of the forwarded requests of its rule. Every backend is healthy
+throughout, and one process holds the whole of every ceiling (``workers: N`` splits them;
+the sum is the same).
 
 Refusals are counted by what the shopper would have seen: the waiting page (over capacity
 on a ``wait`` rule; API clients get the same refusal as JSON, which a log cannot tell
@@ -18,6 +20,7 @@ Pure: no sockets, no real clock.
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,11 +31,13 @@ from guard.core.clock import FakeClock
 from guard.core.spec import ConfigSpec
 from guard.core.state import Counter, MemoryState
 from guard.tools.rehearse_logs import Event
+from guard.tools.rehearse_rooms import TICK, Line, Waiting, room_sims
 
 __all__ = ["REFUSALS", "Replay", "Scope", "replay"]
 
 REFUSALS: Final = ("waiting_page", "json", "over_rate", "blocked", "no_backend")
 NEAR: Final = 0.9  # "time >= 90 % of the ceiling"
+HORIZON: Final = 86_400.0  # a line still waiting a day after the last arrival is left there
 
 
 @dataclass
@@ -48,6 +53,8 @@ class Scope:
     near_ceiling: float = 0.0  # seconds with active >= 90 % of the ceiling
     admitted: int = 0
     refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))
+    queued: int = 0  # requests that waited in a room's line (then admitted, refused or left)
+    unserved: int = 0  # requests still in line when the replay ended
     timeline: list[int] = field(default_factory=list)  # peak active per second
 
     @property
@@ -72,6 +79,7 @@ class Replay:
     span: float  # seconds from the first start to the last release
     substituted: int  # admitted here, refused in the log: given their rule's median duration
     rule_of: list[str]  # the candidate rule of each event, in the order given
+    rooms: list[Line] = field(default_factory=list)
 
     @property
     def admitted(self) -> int:
@@ -113,51 +121,112 @@ class _Clocked:
 
 def replay(config: ConfigSpec, events: Sequence[Event]) -> Replay:
     """Admit ``events`` (sorted by start) through a fresh Admission of ``config``."""
-    origin = events[0].start if events else 0.0
-    clock = FakeClock(0.0)
-    adm = Admission(config, MemoryState(), clock)
-    site = Scope("site", "site", adm.site_max_active, adm.site)
-    rules = {r.name: Scope("rule", r.name, r.max_active, r.counter) for r in adm.rules}
-    backends = {b.name: Scope("backend", b.name, b.max_active, b.counter) for b in adm.backends}
-    matched = [adm.match(e.method, e.path) for e in events]
-    fill = _fill_durations(events, [m.name for m in matched])
-    timed = _Clocked([site, *rules.values(), *backends.values()], origin)
-    releases: list[tuple[float, int, Ticket]] = []
-    substituted = 0
-    for seq, (event, rule) in enumerate(zip(events, matched, strict=True)):
-        _release_until(event.start, releases, timed)
-        clock.now = event.start - origin
-        decision = adm.admit(rule, event.client)
-        scope = rules[rule.name]
-        if not isinstance(decision, Ticket):
-            scope.refused[kind_of(decision)] += 1
-            continue
-        duration = event.duration if event.forwarded else fill[rule.name]
-        substituted += not event.forwarded
-        heapq.heappush(releases, (event.start + duration, seq, decision))
-        second = int(event.start - origin)
-        for raised in (site, scope, backends[decision.backend.name]):
-            raised.admitted += 1
-            raised.raised(second)
-    _release_until(float("inf"), releases, timed)
+    run = _Run(config, events)
+    for seq in range(len(events)):
+        run.arrive(seq)
+    run.finish()
     return Replay(
-        site,
-        list(rules.values()),
-        list(backends.values()),
+        run.site,
+        list(run.rules.values()),
+        list(run.backends.values()),
         len(events),
-        timed.last - origin,
-        substituted,
-        [m.name for m in matched],
+        run.timed.last - run.origin,
+        run.substituted,
+        [m.name for m in run.matched],
+        [sim.report for sim in run.simulated],
     )
 
 
-def _release_until(t: float, releases: list[tuple[float, int, Ticket]], timed: _Clocked) -> None:
-    while releases and releases[0][0] <= t:
-        end, _, ticket = heapq.heappop(releases)
-        timed.advance(end)
-        ticket.release()
-    if t != float("inf"):
-        timed.advance(t)
+class _Run:
+    """One replay: arrivals, releases and room ticks, in time order, on one fake clock."""
+
+    def __init__(self, config: ConfigSpec, events: Sequence[Event]) -> None:
+        self.events = events
+        self.origin = origin = events[0].start if events else 0.0
+        self.clock = FakeClock(0.0)
+        self.adm = adm = Admission(config, MemoryState(), self.clock)
+        self.site = Scope("site", "site", adm.site_max_active, adm.site)
+        self.rules = {r.name: Scope("rule", r.name, r.max_active, r.counter) for r in adm.rules}
+        self.backends = {
+            b.name: Scope("backend", b.name, b.max_active, b.counter) for b in adm.backends
+        }
+        self.matched = [adm.match(e.method, e.path) for e in events]
+        self.fill = _fill_durations(events, [m.name for m in self.matched])
+        scopes = [self.site, *self.rules.values(), *self.backends.values()]
+        self.timed = _Clocked(scopes, origin)
+        self.releases: list[tuple[float, int, Ticket]] = []
+        self.substituted = 0
+        self.rooms = room_sims(config, adm, 0.0)
+        self.simulated = list(dict.fromkeys(self.rooms.values()))
+        self.sims = list(self.simulated)  # ticked; emptied once the replay is over
+        self.ticks = 1  # the next tick's number: at origin + ticks * TICK
+
+    def arrive(self, seq: int) -> None:
+        event, rule = self.events[seq], self.matched[seq]
+        self.until(event.start)
+        self.clock.now = event.start - self.origin
+        sim = self.rooms.get(rule.name)
+        if sim is None:
+            self.decided(seq, self.adm.admit(rule, event.client), event.start)
+            return
+        got = sim.arrive(self.adm, rule, event.client, seq, self.clock.now, event.start)
+        if isinstance(got, Waiting):
+            self.rules[rule.name].queued += 1
+        else:
+            self.decided(seq, got, event.start)
+
+    def decided(self, seq: int, decision: Refusal | Ticket | None, at: float) -> None:
+        event, scope = self.events[seq], self.rules[self.matched[seq].name]
+        if not isinstance(decision, Ticket):
+            scope.refused[kind_of(decision)] += 1
+            return
+        duration = event.duration if event.forwarded else self.fill[scope.name]
+        self.substituted += not event.forwarded
+        heapq.heappush(self.releases, (at + duration, seq, decision))
+        second = int(at - self.origin)
+        for raised in (self.site, scope, self.backends[decision.backend.name]):
+            raised.admitted += 1
+            raised.raised(second)
+
+    def until(self, t: float) -> None:
+        """Every release and room tick up to ``t`` (inclusive), in time order."""
+        releases = self.releases
+        while True:
+            release_at = releases[0][0] if releases else math.inf
+            tick_at = self.origin + self.ticks * TICK if self.sims else math.inf
+            if min(release_at, tick_at) > t or release_at == tick_at == math.inf:
+                break
+            if release_at <= tick_at:
+                end, _, ticket = heapq.heappop(releases)
+                self.timed.advance(end)
+                ticket.release()
+            else:
+                self._tick(tick_at)
+        if t != math.inf:
+            self.timed.advance(t)
+
+    def _tick(self, at: float) -> None:
+        self.timed.advance(at)
+        self.ticks += 1
+        self.clock.now = at - self.origin
+        for sim in self.sims:
+            for waiting, decision in sim.tick(self.adm, self.clock.now, at):
+                self.decided(waiting.seq, decision, at)
+
+    def finish(self) -> None:
+        """Tick on until every line is served (or can never move), then release the rest."""
+        last = self.events[-1].start if self.events else self.origin
+        while self.sims:
+            at = self.origin + self.ticks * TICK
+            busy = [s for s in self.sims if s.busy() and not s.stuck(at)]
+            if not busy or at > last + HORIZON:
+                break
+            self.until(at)
+        for sim in self.sims:
+            for waiting in sim.abandon():
+                self.rules[waiting.rule.name].unserved += 1
+        self.sims = []
+        self.until(math.inf)
 
 
 def _fill_durations(events: Sequence[Event], rule_names: Sequence[str]) -> dict[str, float]:

@@ -11,8 +11,9 @@ from typing import Any
 
 from guard.tools.rehearse_knee import Knee
 from guard.tools.rehearse_replay import REFUSALS, Replay, Scope
+from guard.tools.rehearse_rooms import Line, percentile
 
-__all__ = ["ASSUMPTIONS", "KneeRow", "SweepRow", "build", "to_json", "to_text"]
+__all__ = ["ASSUMPTIONS", "WAIT_SHARES", "KneeRow", "SweepRow", "build", "to_json", "to_text"]
 
 ASSUMPTIONS = (
     "Dry run: every request was matched and admitted by guard's own admission code on a fake "
@@ -22,8 +23,18 @@ ASSUMPTIONS = (
     "A request refused in the log but admitted here gets its rule's median logged duration.",
     "Refusals on a `wait` rule are counted as the waiting page (API clients get the same "
     "refusal as JSON; a log does not say which client was a browser).",
-    "Waiting rooms are not simulated yet: refused shoppers are counted once, not queued.",
 )
+NO_ROOMS = "No waiting rooms in this config: a refused request is counted once, not queued."
+ROOMS = (
+    "Waiting rooms are simulated by their real controller, ticked every 0.2 s of fake time "
+    "with the utilisation of the room's ceilings. A shopper is a client address (a request "
+    "with none is a shopper of its own): one with a pass goes to admission, else straight "
+    "through while the room lets shoppers in directly, else a place in line. A place is let "
+    "in at the first tick that passes it (a real shopper comes at the next poll, up to "
+    "refresh_max later); its requests then run for their logged durations. Projected wait "
+    "= admission - arrival. pass_max_in_flight is not modelled."
+)
+WAIT_SHARES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))
 
 
 @dataclass(frozen=True)
@@ -48,10 +59,28 @@ def _scope(scope: Scope) -> dict[str, Any]:
         "admitted": scope.admitted,
         "refused": dict(scope.refused),
         "refused_total": scope.refused_total,
+        "queued": scope.queued,
+        "left_waiting": scope.unserved,
         "peak_active": scope.peak,
         "time_at_ceiling_s": round(scope.at_ceiling, 3),
         "time_near_ceiling_s": round(scope.near_ceiling, 3),
         "timeline": scope.timeline,
+    }
+
+
+def _room(line: Line) -> dict[str, Any]:
+    return {
+        "name": line.name,
+        "rules": line.rules,
+        "admit_rate": line.admit_rate,
+        "shoppers_direct": line.direct,
+        "shoppers_queued": line.queued,
+        "shoppers_admitted": line.admitted,
+        "requests_queued": line.requests_queued,
+        "requests_left_waiting": line.left_waiting,
+        "pass_refused": line.pass_refused,
+        "longest_line": line.longest,
+        "wait_s": {k: round(percentile(line.waits, q), 3) for k, q in WAIT_SHARES},
     }
 
 
@@ -83,11 +112,12 @@ def build(
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "input": {**source, "span_s": round(base.span, 3), "substituted": base.substituted},
-        "assumptions": list(ASSUMPTIONS),
+        "assumptions": [*ASSUMPTIONS, ROOMS if base.rooms else NO_ROOMS],
         "admitted": base.admitted,
         "refused": base.refused,
+        "rooms": [_room(line) for line in base.rooms],
         "site": _scope(base.site),
-        "rules": [_scope(r) for r in base.rules if r.admitted or r.refused_total],
+        "rules": [_scope(r) for r in base.rules if r.admitted or r.refused_total or r.queued],
         "backends": [_scope(b) for b in base.backends],
         "knees": [_knee(row, headroom) for row in knees],
     }
@@ -130,15 +160,16 @@ def to_text(doc: dict[str, Any]) -> str:
         "",
         f"{'rule':<16}{'max':>6}{'admitted':>10}"
         + "".join(f"{k.replace('_', ' '):>13}" for k in REFUSALS)
-        + f"{'peak':>7}  time at ceiling",
+        + f"{'queued':>8}{'peak':>7}  time at ceiling",
     ]
     for rule in doc["rules"]:
         out.append(
             f"{rule['name']:<16}{_ceiling(rule['max_active']):>6}{rule['admitted']:>10,}"
             + "".join(f"{rule['refused'][k]:>13,}" for k in REFUSALS)
-            + f"{rule['peak_active']:>7}  "
+            + f"{rule['queued']:>8,}{rule['peak_active']:>7}  "
             + (_share(rule["time_at_ceiling_s"], span) if rule["max_active"] else "-")
         )
+    out += _rooms_text(doc["rooms"])
     out += ["", f"{'backend':<16}{'max':>6}{'peak':>7}  time >= 90 % of max"]
     for scope in [*doc["backends"], {**doc["site"], "name": "(site)"}]:
         near = _share(scope["time_near_ceiling_s"], span) if scope["max_active"] else "-"
@@ -159,3 +190,26 @@ def to_text(doc: dict[str, Any]) -> str:
                 f"{row['projected_peak']:>7}  {_share(row['time_at_ceiling_s'], span)}"
             )
     return "\n".join(out)
+
+
+def _rooms_text(rooms: list[dict[str, Any]]) -> list[str]:
+    if not rooms:
+        return []
+    out = [
+        "",
+        f"{'room':<16}{'rate/s':>8}{'direct':>8}{'queued':>8}{'admitted':>10}{'longest':>9}"
+        + "".join(f"{k + ' wait':>10}" for k, _ in WAIT_SHARES)
+        + f"{'left':>7}",
+    ]
+    for room in rooms:
+        out.append(
+            f"{room['name']:<16}{room['admit_rate']:>8g}{room['shoppers_direct']:>8,}"
+            f"{room['shoppers_queued']:>8,}{room['shoppers_admitted']:>10,}"
+            f"{room['longest_line']:>9,}"
+            + "".join(f"{room['wait_s'][k]:>9.1f}s" for k, _ in WAIT_SHARES)
+            + f"{room['requests_left_waiting']:>7,}"
+        )
+    out.append(
+        "  (shoppers; waits of requests admitted after waiting; left: requests still in line)"
+    )
+    return out

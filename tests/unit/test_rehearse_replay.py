@@ -120,4 +120,4 @@ def test_a_synthetic_surge_replays_with_the_shape_and_service_time(config: Any) 
     assert event["peak_active"] == 4 and event["admitted"] + event["refused_total"] == 100
     assert event["refused"]["waiting_page"] > 0  # 50/s for 0.1 s each: 5 in flight, above 4
     text = to_text(doc)
-    assert "conservative" in text and "not simulated" in text and "no saturation" in text
+    assert "conservative" in text and "No waiting rooms" in text and "no saturation" in text
