@@ -124,6 +124,10 @@ class LiveView:
             self._note_changes(self.runtime.admission.snapshot(), self.wall())
 
     async def stop(self) -> None:
+        # An open stream ends within a wake-up: aiohttp would otherwise wait for its handler
+        # (shutdown_timeout, 60 s) after guard's own drain.
+        for viewer in self.viewers:
+            viewer.dropped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

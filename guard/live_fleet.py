@@ -9,13 +9,14 @@ later, if one did not). The page, the stream, the ring and the viewer cap are Li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from guard.config import LoadedConfig, load_config
+from guard.config import ConfigError, LoadedConfig, load_config
 from guard.core.events import EventLog
 from guard.core.live import LiveRecorder
 from guard.live import LiveView, _encode, _next_tick, sse_event
@@ -97,7 +98,10 @@ class FleetView(LiveView):
         if key == self._hello_key:
             return
         if merged["config"]["sha256"] != self.holder.loaded.sha256:
-            self.holder.loaded = load_config(self.holder.path)  # a reload went through
+            # A reload went through; the file may have been edited again since (and be
+            # invalid now): the frames go on with the config read last.
+            with contextlib.suppress(ConfigError, OSError):
+                self.holder.loaded = load_config(self.holder.path)
         self._hello_key = key
         merged["seq"] = self.seq + 1
         self.hello = _encode(merged)

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from guard.cluster.client import RedisLink
+from guard.cluster.manager import member_id
 from guard.cluster.room_store import ClusterRoomStore, RoomKeys
-from guard.cluster.room_sync import RoomSync, member_id
+from guard.cluster.room_sync import RoomSync
 from guard.config import Config
 from guard.config.cluster import Cluster
 from guard.config.rooms import Room as RoomConfig

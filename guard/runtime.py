@@ -166,13 +166,18 @@ class Runtime:
         if self.cluster is not None:
             await self.cluster.start(lambda: self.gen.admission, self.clocks.monotonic)
         self.server = server = ProxyServer(self.gen)
-        self._listener = await loop.create_server(
-            protocol_factory(lambda: ClientConnection(server)),
-            cfg.listen.host,
-            cfg.listen.port,
-            reuse_port=reuse_port or None,
-            backlog=2048,
-        )
+        try:
+            self._listener = await loop.create_server(
+                protocol_factory(lambda: ClientConnection(server)),
+                cfg.listen.host,
+                cfg.listen.port,
+                reuse_port=reuse_port or None,
+                backlog=2048,
+            )
+        except OSError:
+            if self.cluster is not None:  # not serving: give the first lease back at once
+                await self.cluster.stop()
+            raise
         self._tasks.append(loop.create_task(self._housekeeping()))
         self._tasks.append(loop.create_task(self._room_ticker()))
         self._tasks.extend(self.rooms.start_sync())
@@ -278,6 +283,9 @@ class Runtime:
             conn.abort()
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.rooms.sync is not None:
+            await self.rooms.sync.link.close()
         if self.live_view is not None:
             await self.live_view.stop()
         if self.cluster is not None:

@@ -43,7 +43,12 @@ from guard.live_routes import add_live_routes
 
 log = logging.getLogger("guard.workers")
 _RELOAD_RESULTS = ("success", "failure")
-_MAX_MERGE = ("guard_backend_up", "guard_config_reloads_total", "process_start_time_seconds")
+_MAX_MERGE = (
+    "guard_backend_up",
+    "guard_config_reloads_total",
+    "process_start_time_seconds",
+    "guard_cluster_redis_up",
+)
 
 
 class WorkerUnavailable(Exception):

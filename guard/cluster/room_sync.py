@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
 
@@ -38,10 +35,7 @@ class ScriptLink(Protocol):
 
     async def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any: ...
 
-
-def member_id() -> str:
-    """host:pid:random, new at every start: nobody inherits a dead instance's identity."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    async def close(self) -> None: ...
 
 
 class RoomSync:

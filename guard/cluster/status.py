@@ -4,6 +4,7 @@ never delays a lease call."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ class ClusterStatus:
         self.manager = manager
         cfg = manager.cfg
         self._link = RedisLink(cfg.redis, cfg.redis_timeout)
+        self._lock = asyncio.Lock()  # concurrent /status requests: a link serves one caller
 
     def local(self) -> dict[str, Any]:
         m = self.manager
@@ -43,9 +45,10 @@ class ClusterStatus:
         doc = self.local()
         keys = self.manager.keys
         try:
-            members = await self._link.call("ZRANGE", keys.members, 0, -1, "WITHSCORES")
-            held = await self._link.call("HGETALL", keys.held)
-            tot = await self._link.call("HGETALL", keys.tot)
+            async with self._lock:
+                members = await self._link.call("ZRANGE", keys.members, 0, -1, "WITHSCORES")
+                held = await self._link.call("HGETALL", keys.held)
+                tot = await self._link.call("HGETALL", keys.tot)
         except RedisUnavailable as exc:
             doc["redis_error"] = str(exc)
             return doc

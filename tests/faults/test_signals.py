@@ -148,3 +148,19 @@ async def test_sighup_with_broken_file_mid_load_keeps_serving(
     assert final["site"]["active"] == 0
     g.signal(signal.SIGTERM)
     assert await g.exit_code(timeout=5.0) == 0, g.stderr()
+
+
+async def test_an_open_live_stream_does_not_hold_up_sigterm(
+    start_was: StartWas, spawn_guard: SpawnGuard
+) -> None:
+    """An operator watching /live at shutdown: the stream ends with guard, which exits
+    within its shutdown deadline (aiohttp would otherwise wait 60 s for the handler)."""
+    was = await start_was()
+    g = await spawn_guard(backend(was) + "timeouts: {shutdown: 1s}\nlive: {tick: 100ms}\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", g.admin_port)
+    writer.write(b"GET /live/stream HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % g.admin_port)
+    assert b"200" in await asyncio.wait_for(reader.readline(), 5.0)
+    await asyncio.wait_for(reader.readuntil(b"event: tick"), 5.0)  # streaming now
+    g.signal(signal.SIGTERM)
+    assert await g.exit_code(timeout=5.0) == 0
+    writer.close()
