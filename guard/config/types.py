@@ -239,7 +239,8 @@ class Rate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    per_second: float
+    # Checked here too: a YAML mapping reaches the fields without passing through the text.
+    per_second: float = Field(gt=0, allow_inf_nan=False)
     text: str
 
     @model_validator(mode="before")

@@ -79,8 +79,13 @@ class RoomController:
     # -- the room ------------------------------------------------------------------------
 
     def state(self, wall: float) -> str:
-        """One of ROOM_STATES."""
-        return room_state(self.schedule.phase_at(wall), self.store.state())
+        """One of ROOM_STATES. Entering the event freezes and shuffles the pre-queue at
+        once (not at the next tick), so no poll in between sees an unshuffled position
+        that would then go up."""
+        state = room_state(self.schedule.phase_at(wall), self.store.state())
+        if state == QUEUEING and self._shuffle.size == 0 and self.store.prequeue_size() < 0:
+            self._start_event()
+        return state
 
     def set_operator_state(self, state: str) -> None:
         """open / paused / closed (sold out): shared through the store, so it survives."""

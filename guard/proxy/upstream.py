@@ -116,7 +116,8 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
             self.pool.forget(self)
             self.release_transport()
             return
-        self.deadline = self.clock() + self.read_timeout
+        if not self.orphaned:  # an orphan's deadline is fixed: a trickle must not extend it
+            self.deadline = self.clock() + self.read_timeout
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -315,7 +316,7 @@ class UpstreamConnection:  # an asyncio.Protocol by shape (see protocol_factory)
         if self.transport is not None and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
-            if self.deadline != INF:  # the read deadline stood still during the pause
+            if self.deadline != INF and not self.orphaned:  # it stood still during the pause
                 self.deadline = self.clock() + self.read_timeout
 
     def write(self, data: bytes) -> None:

@@ -11,6 +11,7 @@ until timeouts.abandon passes. Such "orphaned" transactions are counted per back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,36 @@ async def test_abandon_limit_ends_the_wait_for_a_backend_that_never_answers(
     elapsed = loop.time() - started
     assert 0.55 <= elapsed < 3.0, elapsed  # not before timeouts.abandon, not much after
     await poll(guard.all_zero, 2.0, lambda: f"slot still held: {guard.active()}")
+    await held(guard, 0)
+
+
+async def test_abandon_limit_holds_against_a_backend_that_trickles_after_the_504(
+    start_guard: StartGuard, backend: StartBackend
+) -> None:
+    """A backend sending a byte now and then (a slow page streamed after guard gave up on
+    it) must not keep its orphaned slot past timeouts.abandon."""
+
+    async def trickles(b: Backend, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_head(b, r)
+        await asyncio.sleep(0.3)  # the backend's behaviour under test: late, then trickling
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100):  # 10 s of one byte every 100 ms
+                w.write(b"x")
+                await w.drain()
+                await asyncio.sleep(0.1)
+
+    b = await backend(trickles)
+    guard = await start_guard(
+        one_backend(b) + "timeouts: {read: 200ms, abandon: 800ms, shutdown: 1s}\n"
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    res = await exchange(guard.port, b"GET /slow HTTP/1.1\r\nHost: shop\r\n\r\n")
+    assert res.status == 504
+    await held(guard, 1)
+    await poll(guard.all_zero, 5.0, lambda: f"slot still held: {guard.active()}")
+    assert loop.time() - started < 2.5  # abandon (0.8 s) and a sweep, not the trickle's 10 s
     await held(guard, 0)
 
 
